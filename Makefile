@@ -1,0 +1,40 @@
+# One command sets up and runs the main job, one sets up and runs the tests.
+#   make demo   - install into .venv and run `asewatch demo`
+#   make test   - install system packages (Debian, as root) and .venv, then lint, type-check and test
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: demo test setup system lint typecheck pytest bench clean
+
+demo: setup  ## Run the incident demo on the simulated dataserver
+	$(BIN)/asewatch demo
+
+test: system setup lint typecheck pytest  ## Set up everything and run every check
+
+setup: $(VENV)/.installed  ## Create the virtual environment and install asewatch with its test tools
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+system:  ## Debian packages the integration tests use (prometheus, FreeTDS ODBC, OpenSSH, zstd)
+	scripts/install-system-packages
+
+lint:
+	$(BIN)/ruff check monitor collectors tests bench
+	$(BIN)/ruff format --check monitor collectors tests bench
+
+typecheck:
+	$(BIN)/mypy
+
+pytest:
+	$(BIN)/python -m pytest -q
+
+bench:  ## Benchmarks (not tests): print ratios against a baseline measured in the same run
+	$(BIN)/python bench/errorlog.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Collectors: one module per source of facts. None imports another, the store or the metrics."""
