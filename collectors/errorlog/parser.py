@@ -1,0 +1,429 @@
+"""A streaming parser over errorlog bytes: feed it any pieces, get typed records.
+
+Speed comes from not looking at most lines. Routine lines (the vast majority) are
+counted, never decoded: a regex with a literal prefix finds the few lines whose
+message starts with a marker (``Error:``, ``infected``, ``The configuration
+option``, boot and shutdown lines, ``pc:``), and only those lines — and every line
+of a crash block or boot sequence once one has started — are decoded and parsed.
+
+The parser is the same offline (``asewatch errorlog``) and live (the agent's
+tail): ``feed()`` takes bytes, ``flush_idle()`` is called after a quiet period,
+``close()`` at the end of a file. ``safe_offset`` is the stream offset before
+which every record has been returned: a follower persists it, and after a restart
+re-reads from there, so nothing is reported twice or missed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+from collectors.errorlog import lines as ln
+from collectors.errorlog.crashblock import CrashBuilder
+from monitor.events import (
+    ConfigChanged,
+    ErrorlogError,
+    ErrorlogRecord,
+    ServerBooted,
+    ServerShutdown,
+    ShutdownKind,
+)
+
+_MARKERS = (
+    rb"(?:Error: \d|The configuration option|[Cc]urrent process|timeslice -?\d|pc: |Using config area"
+    rb"|Adaptive Server Enterprise|SySAM: Using|Shutdown started|ASE shutdown|ueshutdown"
+    rb"|Main thread performing final|FATAL UNHANDLED|end of stack trace)"
+)
+# Real logs put two spaces after kernel/server; the literal prefix makes this scan fast.
+_FAST_RE = re.compile(rb"  " + _MARKERS)
+# Any separator (one space, several, a TAB): slower, used once a log is seen to need it.
+_ROBUST_RES = (re.compile(rb"kernel[ \t]+" + _MARKERS), re.compile(rb"server[ \t]+" + _MARKERS))
+# A line that does not start like a prefix (junk, continuation, blank).
+_NOPREFIX_RE = re.compile(rb"\n(?![0-9]{2}:[0-9]{2})")
+_STD_SEP_RE = re.compile(rb"[0-9]{2}:[0-9]{2}\.[0-9]{2} (?:kernel|server)(  |[ \t])")
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_BOOT_FAIL_RE = re.compile(
+    r"will not boot|could not create shared memory|couldn't create kernel region|"
+    r"can't allocate \d+ bytes|unable to (?:boot|start)",
+    re.IGNORECASE,
+)
+_BOOT_LINE_LIMIT = 5000
+_BLOCK_GAP_SECONDS = 5.0
+_BLOCK_LINE_LIMIT = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class ParserState:
+    """What a follower persists with its offset so a restarted parser continues the story."""
+
+    down: bool = False
+    seen_line: bool = False
+    recent_fatal: bool = False
+    last_time: str | None = None
+    robust: bool = False
+
+
+class _Boot:
+    __slots__ = ("failure", "lines", "offset", "time", "version")
+
+    def __init__(self, time: datetime, offset: int) -> None:
+        self.time = time
+        self.offset = offset
+        self.version: str | None = None
+        self.failure: str | None = None
+        self.lines = 0
+
+
+class ErrorlogParser:
+    """Incremental errorlog parser. Not thread-safe: one parser per stream.
+
+    ``lines`` counts every line; ``unparsed_lines`` counts lines without a valid
+    prefix that no record could take (text before the first prefixed line, and lines
+    with control characters: binary junk). ``long_lines`` counts lines cut at
+    ``max_line`` bytes so memory stays bounded whatever the input.
+    """
+
+    def __init__(self, *, offset: int = 0, state: ParserState | None = None, max_line: int = 1 << 20) -> None:
+        st = state or ParserState()
+        self._base = offset  # stream offset of self._buf[0]
+        self._buf = b""
+        self._skipping = False  # inside an over-long line, dropping bytes to its newline
+        self._max_line = max_line
+        self._down = st.down
+        self._seen_line = st.seen_line
+        self._recent_fatal = st.recent_fatal
+        self._last_time = datetime.fromisoformat(st.last_time) if st.last_time else None
+        self._robust = st.robust
+        self._blocks: dict[tuple[int, int], CrashBuilder] = {}
+        self._held: CrashBuilder | None = None
+        self._boot: _Boot | None = None
+        self._pending_error: tuple[ln.Line, int, int, int] | None = None
+        self._cont_block: CrashBuilder | None = None
+        self._out: list[ErrorlogRecord] = []
+        self.lines = 0
+        self.unparsed_lines = 0
+        self.long_lines = 0
+
+    # ------------------------------------------------------------------ public API
+
+    def feed(self, data: bytes) -> list[ErrorlogRecord]:
+        """Parse more bytes of the stream; returns the records completed by them."""
+        if self._skipping:
+            nl = data.find(b"\n")
+            if nl < 0:
+                self._base += len(data)
+                return self._take()
+            self._base += nl + 1
+            data = data[nl + 1 :]
+            self._skipping = False
+        buf = self._buf + data if self._buf else data
+        end = buf.rfind(b"\n")
+        if end >= 0:
+            self._process(buf, end + 1)
+            buf = buf[end + 1 :]
+            self._base += end + 1
+        if len(buf) > self._max_line:
+            # An over-long line: keep its head as a line, drop the rest up to its newline.
+            self.long_lines += 1
+            self._process(buf[: self._max_line] + b"\n", self._max_line + 1)
+            self._base += len(buf)
+            buf = b""
+            self._skipping = True
+        self._buf = buf
+        return self._take()
+
+    def flush_idle(self) -> list[ErrorlogRecord]:
+        """After a quiet period: emit what waits for more lines (held crash, open blocks, boot)."""
+        self._emit_held()
+        for key in list(self._blocks):
+            self._close_block(key)
+        self._close_boot()
+        if self._pending_error is not None:
+            self._finish_error(None)
+        return self._take()
+
+    def close(self) -> list[ErrorlogRecord]:
+        """End of the stream: parse a last line without newline and flush everything."""
+        if self._buf and not self._skipping:
+            self._process(self._buf + b"\n", len(self._buf))
+            self._base += len(self._buf)
+            self._buf = b""
+        return self._take() + self.flush_idle()
+
+    @property
+    def safe_offset(self) -> int:
+        """Stream offset before which every record has been returned by this parser."""
+        starts = [b.offset for b in self._blocks.values()]
+        if self._held is not None:
+            starts.append(self._held.offset)
+        if self._boot is not None:
+            starts.append(self._boot.offset)
+        if self._pending_error is not None:
+            starts.append(self._pending_error[0].offset)
+        return min(starts) if starts else self._base
+
+    def state(self) -> ParserState:
+        """The cross-record state to persist beside ``safe_offset``."""
+        last = self._last_time.isoformat() if self._last_time else None
+        return ParserState(self._down, self._seen_line, self._recent_fatal, last, self._robust)
+
+    # ------------------------------------------------------------------ scanning
+
+    def _take(self) -> list[ErrorlogRecord]:
+        out, self._out = self._out, []
+        return out
+
+    def _line_mode(self) -> bool:
+        return bool(self._blocks or self._held or self._boot or self._pending_error or self._cont_block)
+
+    def _process(self, buf: bytes, end: int) -> None:
+        """Handle the complete lines in ``buf[:end]`` (``end`` is just past a newline)."""
+        self.lines += buf.count(b"\n", 0, end)
+        if not self._robust:
+            self._check_separator(buf, end)
+        pos = 0
+        while pos < end:
+            if self._line_mode():
+                nl = buf.index(b"\n", pos)
+                self._handle(buf[pos:nl], self._base + pos)
+                pos = nl + 1
+                continue
+            start = self._next_candidate(buf, pos, end)
+            if start < 0:
+                break
+            nl = buf.index(b"\n", start)
+            self._handle(buf[start:nl], self._base + start)
+            pos = nl + 1
+        self._note_last_line(buf, end)
+
+    def _next_candidate(self, buf: bytes, pos: int, end: int) -> int:
+        """Start of the next line at or after ``pos`` that holds a marker or lacks a prefix."""
+        best = end
+        if self._robust:
+            for rx in _ROBUST_RES:
+                m = rx.search(buf, pos, end)
+                if m and m.start() < best:
+                    best = m.start()
+        else:
+            m = _FAST_RE.search(buf, pos, end)
+            if m:
+                best = m.start()
+        # pos is always at a line start: check that line itself.
+        if not _starts_with_prefix(buf, pos):
+            return pos
+        n = _NOPREFIX_RE.search(buf, pos, min(best, end - 1))
+        if n:
+            return n.start() + 1
+        if best >= end:
+            return -1
+        return buf.rfind(b"\n", 0, best) + 1
+
+    def _check_separator(self, buf: bytes, end: int) -> None:
+        """Sample lines; a log that uses one space or a TAB after kernel/server needs the robust scan."""
+        step = max(end // 16, 1)
+        for at in range(0, end, step):
+            m = _STD_SEP_RE.search(buf, at, min(at + 4096, end))
+            if m and m.group(1) != b"  ":
+                self._robust = True
+                return
+
+    def _note_last_line(self, buf: bytes, end: int) -> None:
+        if end <= 0:
+            return
+        start = buf.rfind(b"\n", 0, end - 1) + 1
+        line = ln.parse_line(ln.decode(buf[start : end - 1]), self._base + start)
+        if line is not None:
+            self._last_time = line.time
+            self._seen_line = True
+
+    # ------------------------------------------------------------------ one line
+
+    def _handle(self, raw: bytes, offset: int) -> None:
+        text = ln.decode(raw)
+        line = ln.parse_line(text, offset)
+        if line is None:
+            self._unprefixed(text)
+            return
+        if not line.standard_separator:
+            self._robust = True
+        if self._pending_error is not None:
+            is_message = line.task == self._pending_error[0].task
+            self._finish_error(line if is_message else None)
+            if is_message:
+                return
+        self._cont_block = None
+        block = self._blocks.get(line.task)
+        if block is not None:
+            block.add(line)
+            self._cont_block = block
+            if block.complete:
+                del self._blocks[line.task]
+                self._emit_held()
+                self._held = block
+            return
+        if self._held is not None and self._held_takes(line):
+            return
+        self._expire_blocks(line)
+        self._classify(line)
+        self._last_time = line.time
+        self._seen_line = True
+
+    def _unprefixed(self, text: str) -> None:
+        if self._cont_block is not None and self._cont_block.continuation(text):
+            return
+        if text.strip() and (not self._seen_line or _CONTROL_RE.search(text)):
+            self.unparsed_lines += 1
+
+    def _held_takes(self, line: ln.Line) -> bool:
+        """The line right after a finished stack: the fatal chain, or the server going down."""
+        held = self._held
+        assert held is not None
+        text = line.text
+        if text.startswith("FATAL UNHANDLED EXCEPTION"):
+            held.start_fatal(line)
+            self._held = None
+            self._blocks[line.task] = held
+            return True
+        if text.startswith(("ueshutdown", "Main thread performing final shutdown")):
+            held.terminated = True
+        self._emit_held()
+        return False
+
+    def _classify(self, line: ln.Line) -> None:
+        text = line.text
+        if self._boot is not None:
+            self._boot_line(line)
+        if text.startswith("Error: "):
+            m = ln.ERROR_RE.match(text)
+            if m:
+                self._pending_error = (line, int(m.group(1)), int(m.group(2)), int(m.group(3)))
+            return
+        if text.startswith("The configuration option"):
+            m = ln.CONFIG_RE.match(text)
+            if m:
+                option, by, old, new = m.groups()
+                self._out.append(ConfigChanged(line.time, line.spid, option, by, old, new, line.offset))
+            return
+        if "infected" in text:
+            sm = ln.SIGNAL_RE.search(text)
+            if sm:
+                self._open_block(line, "signal", int(sm.group(1)))
+                return
+            tm = ln.TIMESLICE_RE.match(text)
+            if tm:
+                b = self._open_block(line, "timeslice", None)
+                b.address_function = ln.function_name(tm.group(1))
+                return
+        if text.startswith("pc:"):
+            self._open_block(line, "other", None)
+            return
+        if text.startswith(("SySAM: Using", "Using config area", "Adaptive Server Enterprise")):
+            if self._boot is None:
+                self._start_boot(line)
+            return
+        self._shutdown_line(line)
+
+    # ------------------------------------------------------------------ records
+
+    def _finish_error(self, message_line: ln.Line | None) -> None:
+        assert self._pending_error is not None
+        first, number, severity, state = self._pending_error
+        self._pending_error = None
+        msg = message_line.text if message_line is not None else ""
+        if severity >= 19:
+            self._recent_fatal = True
+        self._out.append(
+            ErrorlogError(
+                first.time, first.thread, first.family, first.spid, number, severity, state, msg, first.offset
+            )
+        )
+
+    def _open_block(self, line: ln.Line, kind: str, signal: int | None) -> CrashBuilder:
+        b = CrashBuilder(line, kind, signal)  # type: ignore[arg-type]
+        old = self._blocks.pop(line.task, None)
+        if old is not None:
+            self._out.append(old.finish())
+        self._blocks[line.task] = b
+        self._cont_block = b
+        return b
+
+    def _close_block(self, key: tuple[int, int]) -> None:
+        self._emit(self._blocks.pop(key))
+
+    def _expire_blocks(self, line: ln.Line) -> None:
+        """Another task's line: blocks of other tasks stay open (engines log concurrently)
+        unless they went quiet in log time or were overtaken by many lines."""
+        for key, b in list(self._blocks.items()):
+            b.idle_lines += 1
+            gap = (line.time - b.last_time).total_seconds()
+            if gap > _BLOCK_GAP_SECONDS or gap < 0 or b.idle_lines > _BLOCK_LINE_LIMIT:
+                self._close_block(key)
+
+    def _emit_held(self) -> None:
+        if self._held is not None:
+            held, self._held = self._held, None
+            self._emit(held)
+
+    def _emit(self, b: CrashBuilder) -> None:
+        crash = b.finish()
+        self._out.append(crash)
+        self._recent_fatal = True
+        if crash.server_terminated and not self._down:
+            self._out.append(ServerShutdown(crash.time, "fatal", None, crash.offset))
+            self._down = True
+
+    def _start_boot(self, line: ln.Line) -> None:
+        if not self._down and self._seen_line and self._last_time is not None:
+            self._out.append(ServerShutdown(self._last_time, "unclean", None, line.offset))
+        self._boot = _Boot(line.time, line.offset)
+        self._down = False
+        self._recent_fatal = False
+        self._boot_line(line)
+
+    def _boot_line(self, line: ln.Line) -> None:
+        boot = self._boot
+        assert boot is not None
+        boot.lines += 1
+        text = line.text
+        if boot.version is None:
+            vm = ln.VERSION_RE.match(text)
+            if vm:
+                boot.version = vm.group(1)
+        if _BOOT_FAIL_RE.search(text):
+            boot.failure = boot.failure or text.strip()
+            self._close_boot()
+            self._down = True
+            return
+        if line.spid != 0 or boot.lines > _BOOT_LINE_LIMIT:
+            self._close_boot()
+
+    def _close_boot(self) -> None:
+        boot, self._boot = self._boot, None
+        if boot is not None:
+            self._out.append(
+                ServerBooted(boot.time, boot.version, boot.failure is not None, boot.failure, boot.offset)
+            )
+
+    def _shutdown_line(self, line: ln.Line) -> None:
+        text = line.text
+        kind: ShutdownKind | None = None
+        by: str | None = None
+        if text.startswith("Shutdown started"):
+            m = ln.SHUTDOWN_BY_RE.match(text)
+            by = m.group(1) if m else None
+            sql = (m.group(2) or "") if m else ""
+            kind = "nowait" if "nowait" in sql.lower() else "requested"
+        elif text.startswith("ASE shutdown by request"):
+            kind = "requested"
+        elif text.startswith(("ueshutdown", "Main thread performing final shutdown", "FATAL UNHANDLED")):
+            kind = "fatal" if (self._recent_fatal or text.startswith("FATAL")) else "requested"
+        if kind is not None and not self._down:
+            self._out.append(ServerShutdown(line.time, kind, by, line.offset))
+            self._down = True
+
+
+def _starts_with_prefix(buf: bytes, pos: int) -> bool:
+    return (
+        buf[pos : pos + 2].isdigit() and buf[pos + 2 : pos + 3] == b":" and buf[pos + 3 : pos + 5].isdigit()
+    )
