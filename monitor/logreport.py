@@ -142,7 +142,8 @@ def analyse(paths: Sequence[Path], since: datetime | None = None) -> Report:
         report.lines += parser.lines
         report.unparsed_lines += parser.unparsed_lines
         report.long_lines += parser.long_lines
-    report.crashes.sort(key=lambda c: c.time)
+    for records in (report.crashes, report.config_changes, report.boots, report.shutdowns):
+        records.sort(key=lambda r: r.time)
     return report
 
 

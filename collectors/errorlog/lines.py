@@ -9,14 +9,27 @@ before the prefix; lines without a prefix continue the record above them.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import datetime
 
 PREFIX_RE = re.compile(
-    r"(?:(\d{2}):)?(\d{2,4}):(\d{5}):(\d{5}):(\d{4})/(\d{2})/(\d{2}) "
-    r"(\d{2}):(\d{2}):(\d{2})\.(\d{2}) (kernel|server)([ \t]+)"
+    r"(?:(\d{2}):)?(\d{2,4}):(\d{5}):(\d{5}):(\d{4}/\d{2}/\d{2} \d{2}:\d{2}:\d{2}\.\d{2}) "
+    r"(kernel|server)([ \t]+)"
 )
+
+
+@functools.lru_cache(maxsize=4096)
+def _time(stamp: str) -> datetime | None:
+    """``YYYY/MM/DD HH:MM:SS.hh`` as a datetime; cached because bursts of lines share a stamp."""
+    try:
+        return datetime(
+            int(stamp[0:4]), int(stamp[5:7]), int(stamp[8:10]),
+            int(stamp[11:13]), int(stamp[14:16]), int(stamp[17:19]), int(stamp[20:22]) * 10000,
+        )  # fmt: skip
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,10 +88,9 @@ def parse_line(text: str, offset: int) -> Line | None:
         m = PREFIX_RE.search(text)
         if m is None:
             return None
-    inst, eng, fam, spid, y, mo, d, h, mi, s, hs, comp, sep = m.groups()
-    try:
-        time = datetime(int(y), int(mo), int(d), int(h), int(mi), int(s), int(hs) * 10000)
-    except ValueError:
+    inst, eng, fam, spid, stamp, comp, sep = m.groups()
+    time = _time(stamp)
+    if time is None:
         return None
     # A 4-digit field is an OS thread in threaded mode (15.7+); the 3-field and the
     # 2-digit forms are process mode, where the field is the engine number.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, cast
@@ -39,6 +40,6 @@ def parse_file(path: Path, parser: ErrorlogParser | None = None) -> Iterator[Err
         raise InputError(str(path), "is a directory, not an errorlog file") from e
     except PermissionError as e:
         raise InputError(str(path), "permission denied") from e
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
+    except (OSError, EOFError, zlib.error) as e:
         raise InputError(str(path), f"cannot read: {e}") from e
     yield from p.close()
