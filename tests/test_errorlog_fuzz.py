@@ -47,7 +47,7 @@ line = st.one_of(
     ),
     st.binary(max_size=120),
 )
-stream = st.lists(line, max_size=120).map(lambda ls: b"\n".join(ls))
+stream = st.lists(line, max_size=120).map(b"\n".join)
 
 
 def run(data: bytes, pieces: list[int]) -> list[object]:
