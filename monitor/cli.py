@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from datetime import datetime
@@ -13,7 +14,10 @@ import click
 from rich.console import Console
 
 from monitor import __version__
-from monitor.errors import AsewatchError
+from monitor.config import Config, load_config, resolve_state_dir
+from monitor.errors import AsewatchError, ConfigError
+from monitor.store import Store
+from monitor.store_types import CrashRow
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -74,4 +78,154 @@ def errorlog_cmd(files: tuple[Path, ...], as_json: bool, since: str | None) -> N
         return
     out = console()
     for view in errorlog_views(report):
+        out.print(view)
+
+
+# --------------------------------------------------------------------------- shared options
+
+STATE_DIR = click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the store lives (default: the config's [agent] state_dir, else the per-user state folder).",
+)
+CONFIG = click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The TOML config file.",
+)
+
+
+def load(config_path: Path | None, *, require_server: bool = False) -> Config | None:
+    """The validated config, or None without a file; a bad config exits 2 naming file, key and reason."""
+    if config_path is None:
+        return None
+    try:
+        return load_config(config_path, require_server=require_server)
+    except ConfigError as e:
+        fail(str(e))
+
+
+def open_store(state_dir: Path | None, config: Config | None) -> Store:
+    path = resolve_state_dir(state_dir, config)
+    if not (path / "asewatch.db").exists():
+        fail(f"no asewatch store in {path} (start the agent, or pass --state-dir)")
+    return Store.open(path)
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+# --------------------------------------------------------------------------- commands
+
+
+@cli.group("config")
+def config_group() -> None:
+    """Configuration helpers."""
+
+
+@config_group.command("check")
+@click.argument("file", type=click.Path(path_type=Path))
+def config_check(file: Path) -> None:
+    """Validate FILE; print what it configures, or every problem with file, key and reason."""
+    cfg = load(file, require_server=True)
+    assert cfg is not None
+    names = ", ".join(s.name for s in cfg.servers)
+    click.echo(f"{file}: OK ({len(cfg.servers)} server(s): {names}; state in {resolve_state_dir(None, cfg)})")
+
+
+@cli.command("agent")
+@CONFIG
+@STATE_DIR
+def agent_cmd(config_path: Path | None, state_dir: Path | None) -> None:
+    """Run the agent beside the configured dataservers until SIGTERM or Ctrl-C."""
+    from monitor.agent import Agent  # noqa: PLC0415
+
+    if config_path is None:
+        fail("the agent needs a config: asewatch agent -c /etc/asewatch/asewatch.toml")
+    cfg = load(config_path, require_server=True)
+    assert cfg is not None
+    setup_logging(cfg.agent.log_level)
+    raise SystemExit(Agent(cfg, resolve_state_dir(state_dir, cfg)).run())
+
+
+@cli.command("status")
+@CONFIG
+@STATE_DIR
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def status_cmd(config_path: Path | None, state_dir: Path | None, as_json: bool) -> None:
+    """Each server: up or down, since when, its crashes and the newest one."""
+    from monitor import readmodel  # noqa: PLC0415
+    from monitor.views import crash_json_row, status_table  # noqa: PLC0415
+
+    cfg = load(config_path)
+    with open_store(state_dir, cfg) as store, store.reader() as r:
+        names = readmodel.servers(r, tuple(s.name for s in cfg.servers) if cfg else ())
+        views = [readmodel.server_view(r, s) for s in names]
+        rows = r.crashes()
+    counts: dict[str, int] = {}
+    last: dict[str, CrashRow] = {}
+    for row in rows:
+        counts[row.server] = counts.get(row.server, 0) + 1
+        if row.time and (row.server not in last or (last[row.server].time or row.time) <= row.time):
+            last[row.server] = row
+    if as_json:
+        doc = [
+            {
+                "server": v.server, "up": v.up, "pid": v.pid, "start_time": v.start_time,
+                "crashes": counts.get(v.server, 0),
+                "last_crash": crash_json_row(last[v.server]) if v.server in last else None,
+            }
+            for v in views
+        ]  # fmt: skip
+        click.echo(json.dumps(doc, ensure_ascii=False))
+        return
+    console().print(status_table(views, counts, last))
+
+
+@cli.command("crashes")
+@CONFIG
+@STATE_DIR
+@click.option("--server", help="Only this server.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per crash.")
+def crashes_cmd(config_path: Path | None, state_dir: Path | None, server: str | None, as_json: bool) -> None:
+    """Every crash the agent recorded: kind, signature, the SQL and who ran it."""
+    from monitor.views import crash_json_row, crashes_table  # noqa: PLC0415
+
+    with open_store(state_dir, load(config_path)) as store:
+        rows = store.crashes(server)
+    if as_json:
+        click.echo(json.dumps([crash_json_row(r) for r in rows], ensure_ascii=False))
+        return
+    console().print(crashes_table(rows))
+
+
+@cli.command("show")
+@click.argument("crash")
+@CONFIG
+@STATE_DIR
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (the record and the errorlog block).")
+def show_cmd(crash: str, config_path: Path | None, state_dir: Path | None, as_json: bool) -> None:
+    """One crash in full: CRASH is its id (from `asewatch crashes`) or its key."""
+    from monitor.codec import decode_event  # noqa: PLC0415
+    from monitor.events import CrashBlock  # noqa: PLC0415
+    from monitor.logreport import crash_json  # noqa: PLC0415
+    from monitor.views import crash_detail, crash_json_row  # noqa: PLC0415
+
+    with open_store(state_dir, load(config_path)) as store:
+        row = store.crash(int(crash) if crash.isdigit() else crash)
+    if row is None:
+        fail(f"no crash {crash!r}; `asewatch crashes` lists them")
+    block = None
+    if row.payload and row.payload != "{}":
+        ev = decode_event("CrashBlock", row.payload)
+        block = ev if isinstance(ev, CrashBlock) else None
+    if as_json:
+        doc = crash_json_row(row) | {"errorlog": crash_json(block) if block else None}
+        click.echo(json.dumps(doc, ensure_ascii=False))
+        return
+    out = console()
+    for view in crash_detail(row, block):
         out.print(view)

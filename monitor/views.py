@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from monitor.events import CrashBlock
 from monitor.logreport import Report
+from monitor.readmodel import ServerView
+from monitor.signature import meaningful_frames
+from monitor.store_types import CrashRow
 
 
 def _short(text: str | None, width: int = 70) -> str:
@@ -94,4 +99,81 @@ def _stops(boots: list[dict[str, Any]], shutdowns: list[dict[str, Any]]) -> Tabl
     rows += [(s["time"], f"shutdown ({s['kind']})", f"by {s['by']}" if s["by"] else "-") for s in shutdowns]
     for row in sorted(rows):
         t.add_row(*row)
+    return t
+
+
+def crash_json_row(row: CrashRow) -> dict[str, Any]:
+    """One crash record as ``asewatch crashes --json`` prints it."""
+    return {
+        "id": row.id,
+        "server": row.server,
+        "time": row.time.isoformat(timespec="milliseconds") if row.time else None,
+        "kind": row.kind,
+        "signal": row.signal,
+        "signature": row.signature,
+        "state": row.state,
+        "spid": row.spid,
+        "family": row.family,
+        "kpid": row.kpid,
+        "login": row.login,
+        "host": row.host,
+        "program": row.program,
+        "sql": row.sql,
+        "procedure": row.procedure,
+        "server_terminated": row.server_terminated,
+        "complete": row.complete,
+        "exit_pid": row.exit_pid,
+        "exit_time": row.exit_time,
+    }
+
+
+def crashes_table(rows: list[CrashRow]) -> Table:
+    t = Table(title=f"Crashes ({len(rows)})")
+    for col in ("id", "server", "time", "kind", "signature", "state", "spid", "login", "procedure"):
+        t.add_column(col)
+    for r in rows:
+        kind = (r.kind or "-") + (f" {r.signal}" if r.signal is not None else "")
+        t.add_row(
+            str(r.id), r.server, r.time.isoformat(timespec="seconds") if r.time else "-", kind,
+            r.signature or "-", r.state or "-", str(r.spid) if r.spid is not None else "-",
+            r.login or "-", r.procedure or "-",
+        )  # fmt: skip
+    return t
+
+
+def crash_detail(row: CrashRow, block: CrashBlock | None) -> Iterator[RenderableType]:
+    """``asewatch show``: the record, then what the errorlog said."""
+    t = Table(show_header=False, title=f"Crash {row.id} on {row.server}")
+    t.add_column("field", style="bold")
+    t.add_column("value", overflow="fold")
+    for k, v in crash_json_row(row).items():
+        if k != "sql":
+            t.add_row(k, "-" if v is None else str(v))
+    yield t
+    if row.sql:
+        yield Text("SQL causing error:", style="bold")
+        yield Text(row.sql)
+    if block is not None:
+        yield Text("Stack (innermost first; signature frames marked *):", style="bold")
+        top = set(meaningful_frames(block.frames))
+        yield Text("\n".join(("* " if f in top else "  ") + f for f in block.frames) or "(no frames logged)")
+
+
+def status_table(views: list[ServerView], counts: dict[str, int], last: dict[str, CrashRow]) -> Table:
+    t = Table(title="Servers")
+    for col in ("server", "state", "pid", "started", "crashes", "last crash", "last signature"):
+        t.add_column(col)
+    for v in views:
+        started = (
+            datetime.fromtimestamp(v.start_time).isoformat(timespec="seconds")
+            if v.up and v.start_time
+            else "-"
+        )
+        lc = last.get(v.server)
+        t.add_row(
+            v.server, "[green]up[/]" if v.up else "[red]down[/]", str(v.pid or "-"), started,
+            str(counts.get(v.server, 0)),
+            lc.time.isoformat(timespec="seconds") if lc and lc.time else "-",
+            (lc.signature or lc.kind or "-") if lc else "-",
+        )  # fmt: skip
     return t

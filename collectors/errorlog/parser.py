@@ -163,6 +163,11 @@ class ErrorlogParser:
             starts.append(self._pending_error[0].offset)
         return min(starts) if starts else self._base
 
+    @property
+    def holding(self) -> bool:
+        """Whether a record waits for more lines (or for ``flush_idle``)."""
+        return bool(self._blocks or self._held or self._boot or self._pending_error)
+
     def state(self) -> ParserState:
         """The cross-record state to persist beside ``safe_offset``."""
         last = self._last_time.isoformat() if self._last_time else None
