@@ -1,0 +1,370 @@
+"""The simulated dataserver: a real process, a real-format errorlog, real crashes and restarts.
+
+Every test starts the sim through SimServer (a context manager that stops everything it
+started by PID, with bounded waits) and checks what a DBA and asewatch rely on: the
+process looks like a dataserver, the errorlog has ASE's exact format, a crash leaves a
+complete block, a dump of the configured size and a SIGSEGV exit, the supervisor
+restarts after crashes and kills but not after a shutdown, and the truth file says
+what happened.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import psutil
+import pytest
+
+from monitor.errors import InputError
+from monitor.sim.control import SimServer
+from monitor.sim.layout import read_cfg, read_run_file
+from monitor.sim.scenario import incident_path, load_scenario
+from monitor.sim.workload import luhn_digit
+
+pytestmark = pytest.mark.integration
+
+PREFIX = re.compile(
+    r"^(?:(\d{2}):)?(\d{2,4}):(\d{5}):(\d{5}):(\d{4}/\d{2}/\d{2}) (\d{2}:\d{2}:\d{2}\.\d{2}) (kernel|server)\s+(.*)$"
+)
+PNR = re.compile(r"'(\d{8})-(\d{4})'")
+MIB = 1024 * 1024
+
+SHORT = """
+[scenario]
+name = "short"
+restart_delay = 0.3
+
+[workload]
+rate = 200
+sessions = 12
+error_every = 0.7
+
+[flags]
+brevutskrift_central_search = false
+
+[crash]
+procedure = "p_brev_sok_central_utskrift"
+flag = "brevutskrift_central_search"
+config = "max parallel degree"
+above = 1
+
+[[events]]
+at = 0.3
+kind = "deployment"
+what = "IMX 7.1.0"
+
+[[events]]
+at = 0.5
+kind = "flag"
+name = "brevutskrift_central_search"
+value = true
+
+[[events]]
+at = 0.7
+kind = "config"
+name = "max parallel degree"
+value = 4
+
+[[calls]]
+at = 1.5
+procedure = "p_brev_sok_central_utskrift"
+login = "sekr_karin"
+
+# Both fall into the downtime after the crash (the crash path blocks the loop).
+[[events]]
+at = 1.55
+kind = "config"
+name = "max scan parallel degree"
+value = 2
+
+[[calls]]
+at = 1.6
+procedure = "p_patient_get"
+"""
+
+
+def records(log: Path) -> list[tuple[tuple[str, ...], list[str]]]:
+    """Errorlog records: (prefix groups, [message, continuation lines...])."""
+    out: list[tuple[tuple[str, ...], list[str]]] = []
+    for line in log.read_text(encoding="utf-8").splitlines():
+        m = PREFIX.match(line)
+        if m:
+            out.append((m.groups(), [m.group(8)]))
+        else:
+            assert out, f"continuation line before any record: {line!r}"
+            out[-1][1].append(line)
+    return out
+
+
+def crash_blocks(log: Path) -> list[list[tuple[tuple[str, ...], list[str]]]]:
+    """The records from each 'Current process' line to its 'end of stack trace' (inclusive)."""
+    blocks, current = [], None
+    for rec in records(log):
+        msg = rec[1][0]
+        if msg.startswith("Current process ("):
+            current = []
+        if current is not None:
+            current.append(rec)
+            if msg.startswith("end of stack trace"):
+                blocks.append(current)
+                current = None
+    return blocks
+
+
+def frames(block: list[tuple[tuple[str, ...], list[str]]]) -> tuple[list[str], list[str]]:
+    """(function names, addresses+offsets) of the pc: lines."""
+    names, where = [], []
+    for _, msg in block:
+        m = re.match(r"pc: (0x[0-9a-f]{16}) (.+)\+(0x[0-9a-f]+)\(\)$", msg[0])
+        if m:
+            names.append(m.group(2))
+            where.append(f"{m.group(1)}+{m.group(3)}")
+    return names, where
+
+
+def assert_gone(sim: SimServer) -> None:
+    """No dataserver or engine process of this sim is left (zombies of others do not count)."""
+    pids = {r.pid for r in sim.truth() if r.source == "dataserver"}
+    for r in sim.truth("boot"):
+        pids.update(r.get("engine_pids", []))
+    alive = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                alive.append(pid)
+        except psutil.NoSuchProcess:
+            continue
+    assert alive == []
+
+
+@pytest.fixture
+def short_scenario(tmp_path: Path) -> Path:
+    path = tmp_path / "short.toml"
+    path.write_text(SHORT, encoding="utf-8")
+    return path
+
+
+def test_process_looks_like_a_dataserver(tmp_path: Path) -> None:
+    sim = SimServer(tmp_path / "w", name="CLINIC1")
+    with sim:
+        pid = sim.pid()
+        assert pid is not None
+        proc = psutil.Process(pid)
+        assert Path(f"/proc/{pid}/comm").read_text().strip() == "dataserver"
+        cmd = proc.cmdline()
+        assert cmd[1] == str(tmp_path / "w" / "bin" / "dataserver")
+        assert "-sCLINIC1" in cmd
+        assert f"-e{sim.errorlog}" in cmd
+        assert f"-c{sim.cfg}" in cmd
+        assert f"-M{sim.workdir}" in cmd
+        # The RUN file holds the command the supervisor ran (it adds only --t0).
+        run = read_run_file(sim.run_file)
+        assert cmd[1 : 1 + len(run)] == run
+        assert cmd[1 + len(run)] == "--t0"
+        assert (sim.workdir / "CLINIC1.krg").exists()
+        assert read_cfg(sim.cfg)["max parallel degree"] == "1"
+    assert_gone(sim)
+
+
+def test_scenario_crash_restart_and_truth(tmp_path: Path, short_scenario: Path) -> None:
+    sim = SimServer(tmp_path / "w", scenario=short_scenario, dump_size=MIB)
+    with sim:
+        first = sim.pid()
+        second = sim.wait_boot(after=first, timeout=15)
+        assert second != first
+        assert not psutil.pid_exists(first) or psutil.Process(first).status() == psutil.STATUS_ZOMBIE
+        sim.wait_for(lambda: [r for r in sim.truth("error") if r.pid == second], timeout=10)
+        assert read_cfg(sim.cfg)["max parallel degree"] == "4"
+        assert '"brevutskrift_central_search": true' in sim.flags_path.read_text()
+    assert_gone(sim)
+
+    text = sim.errorlog.read_text(encoding="utf-8")
+    assert text.endswith("\n")
+    recs = records(sim.errorlog)
+    # Every unprefixed line continues a multi-line SQL text.
+    for _, lines in recs:
+        if len(lines) > 1:
+            assert lines[0].startswith("SQL Text: ")
+    msgs = [lines[0] for _, lines in recs]
+    assert "The configuration option 'max parallel degree' has been changed by 'sa' from '1' to '4'." in msgs
+    assert any(m.startswith("Adaptive Server Enterprise/16.0 SP04 PL03/EBF ") for m in msgs)
+    assert "Error: 1608, Severity: 18, State: 4" in msgs
+
+    (block,) = crash_blocks(sim.errorlog)
+    prefixes = {groups[:6] for groups, _ in block}
+    assert len(prefixes) == 1, "every line of a crash block carries the crashing task's prefix"
+    _, thread, family, spid, day, clock = prefixes.pop()
+    (crash,) = sim.truth("crash")
+    assert crash["log_time"] == f"{day} {clock}"
+    assert (int(thread), int(family), int(spid)) == (crash["thread"], crash["family"], crash["spid"])
+    assert int(family) != 0 and int(spid) != int(family)
+    assert crash["procedure"] == "p_brev_sok_central_utskrift"
+    assert crash["login"] == "sekr_karin"
+    body = [lines[0] for _, lines in block]
+    assert body[0] == f"Current process (0x{crash['kpid']:x}) infected with signal 11 (SIGSEGV)"
+    assert f"SQL causing error : {crash['sql']}" in body
+    assert f"SQL Text: {crash['sql']}" in body
+    assert body[-1] == f"end of stack trace, spid {crash['spid']}, kpid {crash['kpid']}, suid {crash['suid']}"
+    assert f"extended error information: hostname: {crash['host']} login: sekr_karin" in body
+    for date, tail in PNR.findall(crash["sql"]):
+        assert int(tail[-1]) == luhn_digit(date[2:] + tail[:3]), "personal numbers carry a valid check digit"
+
+    # The restart's boot lines follow the crash block.
+    after = msgs[msgs.index(body[-1]) + 1]
+    assert after.startswith("SySAM: Using licenses from:")
+
+    dump = Path(crash["dump_path"])
+    assert dump.parent == sim.dump_dir
+    assert dump.stat().st_size == MIB
+    (dumped,) = sim.truth("dump")
+    assert dumped["complete"] is True and dumped["bytes"] == MIB
+
+    kinds = [r.kind for r in sim.truth()]
+    assert kinds[:2] == ["supervisor_start", "boot"]
+    for kind in ("deployment", "flag", "config", "crash", "dump"):
+        assert kind in kinds
+    (deploy,) = sim.truth("deployment")
+    assert deploy["what"] == "IMX 7.1.0"
+    exits = sim.truth("exit")
+    assert exits[0]["dataserver_pid"] == first
+    assert (exits[0]["returncode"], exits[0]["signal"]) == (-11, 11)
+    assert exits[-1]["stopped_by"] == "sigterm" and exits[-1]["returncode"] == 0
+    # The restarted incarnation continued the timeline: every event applied once; the one that
+    # fell into the downtime was applied at its boot, the call then was missed.
+    assert [r.get("event") for r in sim.truth() if "event" in r.fields] == [0, 1, 2, 3]
+    late = sim.truth("config")[-1]
+    assert (late["name"], late.pid) == ("max scan parallel degree", second)
+    assert late.st > late["at"]
+    assert [(c["procedure"], c["outcome"], c.pid) for c in sim.truth("call")] == [
+        ("p_patient_get", "missed", second)
+    ]
+    assert read_cfg(sim.cfg)["max scan parallel degree"] == "2"
+
+
+def test_sigterm_gives_polite_shutdown_and_no_restart(tmp_path: Path) -> None:
+    sim = SimServer(tmp_path / "w")
+    with sim:
+        pid = sim.shutdown()
+        sim.wait_for(lambda: sim.returncode() is not None, timeout=10)
+        assert sim.returncode() == 0
+        assert [r.pid for r in sim.truth("boot")] == [pid]
+    assert_gone(sim)
+    tail = [(g[1], g[3], g[6], lines[0]) for g, lines in records(sim.errorlog)[-6:]]
+    assert [t[3] for t in tail] == [
+        "Shutdown started by user 'sa'. SQL text: shutdown",
+        "ASE shutdown by request.",
+        "ueshutdown: exiting",
+        "Main thread performing final shutdown.",
+        "Blocking call queue shutdown.",
+        "SySAM: Checked in license for 1 ASE_CORE",
+    ]
+    assert [t[2] for t in tail] == ["server", "server", "kernel", "kernel", "kernel", "kernel"]
+    assert tail[0][1] != "00000" and tail[3][:2] == ("0000", "00000")
+    assert [r.kind for r in sim.truth()][-3:] == ["shutdown", "exit", "supervisor_stop"]
+    assert sim.truth("supervisor_stop")[0]["reason"] == "shutdown"
+    assert not (sim.workdir / "CLINIC1.krg").exists()
+    assert sim.pid() is None
+
+
+def test_sigkill_writes_nothing_and_is_restarted(tmp_path: Path) -> None:
+    sim = SimServer(tmp_path / "w", restart_delay=0.2)
+    with sim:
+        old = sim.kill()
+        new = sim.wait_boot(after=old, timeout=10)
+        assert new != old
+        exit_rec = sim.wait_for(lambda: sim.truth("exit"), timeout=5)[0]
+        assert (exit_rec["dataserver_pid"], exit_rec["signal"]) == (old, 9)
+        msgs = [lines[0] for _, lines in records(sim.errorlog)]
+        assert not any(m.startswith("Shutdown started") for m in msgs)
+        assert sum(m.startswith("SySAM: Checked out license") for m in msgs) == 2
+    assert_gone(sim)
+    assert [r.kind for r in sim.truth()].count("crash") == 0
+
+
+def test_crashes_vary_addresses_but_not_function_names(tmp_path: Path) -> None:
+    sim = SimServer(tmp_path / "w", restart_delay=0.2, dump_size=256 * 1024)
+    with sim:
+        first = sim.crash_now()
+        second = sim.wait_boot(after=first, timeout=15)
+        sim.crash_now()
+        sim.wait_for(lambda: len(sim.truth("boot")) == 3, timeout=15)
+    assert_gone(sim)
+    one, two = crash_blocks(sim.errorlog)
+    names1, where1 = frames(one)
+    names2, where2 = frames(two)
+    assert names1 == names2
+    assert names1[:5] == ["pcstkwalk", "ucstkgentrace", "ucbacktrace", "terminate_process", "kisignal"]
+    assert names1[5] == "LeXchgOp::_LeOpNext(ExeCtxt&)"
+    assert where1 != where2
+    addr1, addr2 = (next(m[0] for _, m in b if m[0].startswith("Address 0x0x")) for b in (one, two))
+    assert addr1 != addr2
+    crashes = sim.truth("crash")
+    assert [c["trigger"] for c in crashes] == ["signal", "signal"]
+    assert crashes[1]["frames"] == crashes[0]["frames"]
+    assert [e["signal"] for e in sim.truth("exit")][:2] == [11, 11]
+    assert second in {c.pid for c in crashes}
+    for c in crashes:
+        assert Path(c["dump_path"]).stat().st_size == 256 * 1024
+
+
+def test_unsupervised_crash_dies_by_sigsegv_mid_dump(tmp_path: Path) -> None:
+    sim = SimServer(tmp_path / "w", supervise=False, dump_size=MIB, dump_truncate=0.5)
+    with sim:
+        sim.crash_now()
+        sim.wait_for(lambda: sim.returncode() is not None, timeout=10)
+        assert sim.returncode() == -11
+    (dump,) = sim.truth("dump")
+    assert dump["complete"] is False
+    assert Path(dump["path"]).stat().st_size == MIB // 2
+    assert crash_blocks(sim.errorlog)[0][-1][1][0].startswith("end of stack trace")
+
+
+def test_process_mode_engines_follow_engine_zero(tmp_path: Path) -> None:
+    sim = SimServer(tmp_path / "w", engines=3, restart_delay=0.2)
+    with sim:
+        pid = sim.pid()
+        assert pid is not None
+        children = psutil.Process(pid).children()
+        assert len(children) == 2
+        for child in children:
+            assert Path(f"/proc/{child.pid}/comm").read_text().strip() == "dataserver"
+            assert child.cmdline()[2:4] in (["-ONLINE:1", "-sCLINIC1"], ["-ONLINE:2", "-sCLINIC1"])
+        sim.kill()
+        _, alive = psutil.wait_procs(children, timeout=5)
+        assert alive == []
+        sim.wait_boot(after=pid, timeout=10)
+    assert_gone(sim)
+    msgs = [lines[0] for _, lines in records(sim.errorlog)]
+    assert f"engine 0, os pid {pid}  online" in msgs
+
+
+def test_incident_scenario_yields_five_crashes_then_calm() -> None:
+    sc = load_scenario(incident_path())
+    plan = sc.plan()
+    outcomes = [c.outcome for c in plan]
+    assert outcomes.count("crash") == 5
+    assert "missed" not in outcomes
+    last_crash = max(c.at for c in plan if c.outcome == "crash")
+    calm = [c for c in plan if c.at > last_crash]
+    assert calm and all(c.outcome == "ok" and c.procedure == "p_brev_sok_central_utskrift" for c in calm)
+    assert {c.procedure for c in plan if c.outcome == "crash"} == {"p_brev_sok_central_utskrift"}
+    assert sc.end_after is not None and sc.end_after <= 90
+    deploy = [e for e in sc.events if e.kind == "deployment"]
+    assert [e.name for e in deploy] == ["IMX 7.1.0"]
+    changes = [(e.at, e.value) for e in sc.events if e.kind == "config" and e.name == "max parallel degree"]
+    assert [v for _, v in changes] == ["4", "1"]
+    workaround = changes[-1][0]
+    assert last_crash < workaround < calm[0].at
+    flags, config = sc.state_at(workaround + 0.1)
+    assert flags["brevutskrift_central_search"] is True and config["max parallel degree"] == "1"
+    flags, config = sc.state_at(deploy[0].at - 0.1)
+    assert flags["brevutskrift_central_search"] is False and config["max parallel degree"] == "1"
+
+
+def test_bad_scenario_names_file_and_key(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[events]]\nkind = "config"\nname = "max parallel degree"\nvalue = 4\n', encoding="utf-8")
+    with pytest.raises(InputError) as err:
+        load_scenario(bad)
+    assert str(bad) in str(err.value) and "events[0].at" in str(err.value)
