@@ -20,8 +20,7 @@ from pathlib import Path
 from types import FrameType
 
 from collectors.errorlog.follow import ErrorlogFollower
-from collectors.process import ProcessWatch
-from collectors.process_find import DataserverTarget, find_dataservers, parse_run_file
+from collectors.process import DataserverTarget, ProcessWatch, find_dataservers, parse_run_file
 from monitor.config import Config, ServerConfig
 from monitor.crashes import CrashAssembler
 from monitor.errors import StoreError
@@ -103,22 +102,31 @@ class Agent:
         )
 
     def stop(self) -> None:
-        """Stop every thread (bounded), flush the write queue and close the store."""
+        """Stop every thread (bounded), flush the write queue and close the store.
+
+        Each step runs even when an earlier one failed: a stuck collector must not keep
+        the writer, the HTTP server or the store open.
+        """
         self._stop.set()
-        if self._process_watch is not None:
-            self._process_watch.stop()
         deadline = time.monotonic() + STOP_TIMEOUT_S
+        steps: list[tuple[str, Callable[[], None]]] = [
+            ("process watch", self._process_watch.stop if self._process_watch else lambda: None),
+            ("collector threads", lambda: self._join(deadline)),
+            ("metrics server", self.metrics.stop if self.metrics else lambda: None),
+            ("store writer", lambda: self._writer.stop(timeout=max(0.5, deadline - time.monotonic()))),
+            ("store", self.store.close),
+        ]
+        for what, step in steps:
+            try:
+                step()
+            except Exception:
+                log.exception("stopping the %s failed", what)
+
+    def _join(self, deadline: float) -> None:
         for t in self._threads:
             t.join(timeout=max(0.1, deadline - time.monotonic()))
             if t.is_alive():
                 log.error("thread %s did not stop in time", t.name)
-        if self.metrics is not None:
-            self.metrics.stop()
-        try:
-            self._writer.stop(timeout=max(0.5, deadline - time.monotonic()))
-        except StoreError as e:
-            log.error("store writer: %s", e)
-        self.store.close()
 
     def run(self) -> int:
         """Start, wait for SIGTERM/SIGINT, stop. Returns the exit code (0)."""

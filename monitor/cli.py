@@ -229,3 +229,14 @@ def show_cmd(crash: str, config_path: Path | None, state_dir: Path | None, as_js
     out = console()
     for view in crash_detail(row, block):
         out.print(view)
+
+
+@cli.command("demo")
+@STATE_DIR
+@click.option("--keep-running", is_flag=True, help="Leave the simulator, agent and /metrics up until Ctrl-C.")
+def demo_cmd(state_dir: Path | None, keep_running: bool) -> None:
+    """Replay the incident on a simulated dataserver and show asewatch catching it (under 2 minutes)."""
+    from monitor.demo import run_demo  # noqa: PLC0415
+
+    setup_logging("WARNING")
+    raise SystemExit(run_demo(console(), state_dir, keep_running))
