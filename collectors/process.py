@@ -255,7 +255,8 @@ class ProcessWatch:
             now = time.monotonic()
             if reason != self._last_fail[0] or now - self._last_fail[1] >= _FAIL_REPEAT:
                 self._last_fail = (reason, now)
-                log.warning("process watch failed, retrying: %s", reason, exc_info=exc)
+                if not isinstance(exc, AsewatchError):  # expected failures are reported by the agent
+                    log.error("process watch: unexpected failure, retrying", exc_info=exc)
                 emit(CollectorFailed(COLLECTOR, reason, self._clock()))
             return False
         return True

@@ -73,10 +73,12 @@ def run_demo(console: Console, state_dir: Path | None = None, keep_running: bool
             errorlog=ErrorlogConfig(quiet_period=0.3, poll_interval=0.5),
             metrics=MetricsConfig(port=0),
         )
+        # The simulator first: the agent then finds the running process and reads the
+        # errorlog from its first line, so it misses nothing and has nothing to wait for.
         agent = Agent(config, state)
-        agent.start()
         try:
             sim.start()
+            agent.start()
             console.print(
                 f"Simulated dataserver {SERVER} (pid {sim.pid()}) is playing the incident; "
                 f"asewatch serves {agent.metrics_url}"
