@@ -164,7 +164,7 @@ def _decoder_for(hint: Any, where: str) -> _Decode:
 
 
 def _build(cls: type[Event]) -> tuple[type[Event], dict[str, _Decode]]:
-    hints = get_type_hints(cls, vars(events))
+    hints = get_type_hints(cls)
     return cls, {f.name: _decoder_for(hints[f.name], f"{cls.__name__}.{f.name}") for f in fields(cls)}
 
 

@@ -12,19 +12,17 @@ them itself.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
+
+from monitor.eventkey import digest
 
 CrashKind = Literal["signal", "timeslice", "other"]
 ShutdownKind = Literal["requested", "nowait", "fatal", "unclean"]
 
 
-def _digest(*parts: object) -> str:
-    text = "\x1f".join("" if p is None else str(p) for p in parts)
-    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:16]
-
+_digest = digest
 
 # --------------------------------------------------------------------------- errorlog records
 
@@ -232,4 +230,11 @@ class CollectorSucceeded:
 
 ProcessEvent = ProcessStarted | ProcessExited | ProcessSample
 HealthEvent = CollectorFailed | CollectorSucceeded
-Event = ErrorlogRecord | ProcessEvent | HealthEvent
+
+# Feature events live in their own modules (one owner each); the union makes them known
+# to the codec and the store. Imported here, at the end, because they use only eventkey.
+from monitor.events_changes import ChangeEvent  # noqa: E402
+from monitor.events_dumps import DumpEvent  # noqa: E402
+from monitor.events_mda import MdaEvent  # noqa: E402
+
+Event = ErrorlogRecord | ProcessEvent | HealthEvent | ChangeEvent | MdaEvent | DumpEvent

@@ -38,6 +38,7 @@ from monitor.store_types import (
     CRASH_COLUMNS,
     Batch,
     CrashRow,
+    CustomOp,
     DerivedOp,
     SetState,
     StoredEvent,
@@ -51,6 +52,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "Batch",
     "CrashRow",
+    "CustomOp",
     "DerivedOp",
     "SetState",
     "Store",
@@ -297,10 +299,13 @@ def _apply(conn: sqlite3.Connection, op: DerivedOp, now: float) -> None:
         values = dict(zip(CRASH_COLUMNS, crash_params(replace(op.row, updated_at=now)), strict=True))
         # Without id: the key is the identity, and the row keeps the id it first got.
         conn.execute(_UPSERT_CRASH, tuple(values[c] for c in _CRASH_WRITE_COLUMNS))
-    elif op.value is None:
-        conn.execute("DELETE FROM state WHERE key = ?", (op.key,))
+    elif isinstance(op, SetState):
+        if op.value is None:
+            conn.execute("DELETE FROM state WHERE key = ?", (op.key,))
+        else:
+            conn.execute(_UPSERT_STATE, (op.key, op.value))
     else:
-        conn.execute(_UPSERT_STATE, (op.key, op.value))
+        op.apply(conn, now)
 
 
 def _rollback(conn: sqlite3.Connection) -> None:

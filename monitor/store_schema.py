@@ -13,9 +13,11 @@ Add a migration by appending to :data:`MIGRATIONS`; never edit one that has ship
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import time
 from dataclasses import dataclass
+from importlib import resources
 
 from monitor.errors import StoreError
 
@@ -89,6 +91,48 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
     ),
 )
+
+
+def _split(sql: str) -> tuple[str, ...]:
+    """Statements of a migration file, split where SQLite says a statement is complete
+    (so a trigger's ``BEGIN … END;`` stays whole). Comment-only chunks are dropped."""
+    out: list[str] = []
+    current = ""
+    for line in sql.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            stmt = current.strip()
+            body = "\n".join(ln for ln in stmt.splitlines() if not ln.lstrip().startswith("--")).strip()
+            if body.rstrip(";").strip():
+                out.append(stmt)
+            current = ""
+    if current.strip() and any(not ln.lstrip().startswith("--") for ln in current.strip().splitlines()):
+        raise ValueError(f"an incomplete statement at the end: {current.strip()[:60]!r}")
+    return tuple(out)
+
+
+def _file_migrations() -> tuple[Migration, ...]:
+    """``monitor/migrations/NNNN_name.sql``: one migration per file, applied in number order.
+
+    Feature modules add their tables this way (one file each), so no two of them edit
+    the same Python list. A file's number is its schema version; never edit a shipped one.
+    """
+    found = []
+    for res in resources.files("monitor").joinpath("migrations").iterdir():
+        m = _FILE_RE.fullmatch(res.name)
+        if m:
+            found.append(
+                Migration(int(m.group(1)), m.group(2).replace("_", " "), _split(res.read_text("utf-8")))
+            )
+    found.sort(key=lambda mig: mig.version)
+    return tuple(found)
+
+
+_FILE_RE = re.compile(r"(\d{4})_(\w+)\.sql")
+MIGRATIONS = MIGRATIONS + _file_migrations()
+_versions = [m.version for m in MIGRATIONS]
+if _versions != list(range(1, len(_versions) + 1)):
+    raise RuntimeError(f"schema migrations must be numbered 1, 2, 3, ... without gaps; found {_versions}")
 
 #: The newest schema version this asewatch knows.
 SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -5,11 +5,12 @@ Import them from :mod:`monitor.store`; they live here only to keep the modules s
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from monitor.events import Event
 
@@ -106,8 +107,17 @@ class SetState:
     value: str | None
 
 
+@runtime_checkable
+class CustomOp(Protocol):
+    """A feature module's own write (flight recorder rows, dump states, shipments), applied on
+    the writer's connection inside the batch's transaction. It must only write its own tables
+    and raise ``sqlite3.Error`` (rolled back with the whole batch) on failure."""
+
+    def apply(self, conn: sqlite3.Connection, now: float) -> None: ...
+
+
 #: A write to derived state, committed in the same transaction as the batch's events.
-DerivedOp = UpsertCrash | SetState
+DerivedOp = UpsertCrash | SetState | CustomOp
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,7 +51,7 @@ WORKER = Path(__file__).resolve().parent / "store_worker.py"
 def _event_strategy(cls: type) -> st.SearchStrategy[Any]:
     # NaN is carried (see test_nan_survives) but is never equal to itself.
     floats = st.floats(allow_nan=False)
-    hints = get_type_hints(cls, vars(ev))
+    hints = get_type_hints(cls)
     return st.builds(cls, **{f.name: floats for f in fields(cls) if hints[f.name] is float})
 
 
