@@ -34,4 +34,4 @@ def test_an_unfinished_statement_is_refused() -> None:
 def test_versions_are_contiguous_and_schema_version_is_the_last() -> None:
     versions = [m.version for m in store_schema.MIGRATIONS]
     assert versions == list(range(1, len(versions) + 1))
-    assert store_schema.SCHEMA_VERSION == versions[-1]
+    assert versions[-1] == store_schema.SCHEMA_VERSION
