@@ -35,6 +35,10 @@ pytest:
 
 bench:  ## Benchmarks (not tests): print ratios against a baseline measured in the same run
 	$(BIN)/python bench/errorlog.py
+	$(BIN)/python bench/tail_latency.py
+	$(BIN)/python bench/process_detect.py
+	$(BIN)/python bench/agent_detect.py
+	$(BIN)/python bench/agent_cost.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
