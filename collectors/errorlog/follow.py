@@ -22,6 +22,8 @@ from monitor.tail import Chunk, FileId, FileTailer, Problem, Switched, TailPosit
 
 Emit = Callable[[Sequence[Event], Mapping[str, str]], None]
 SUCCESS_EVERY_S = 5.0
+# A crash block without its end is emitted (as truncated) after this many quiet periods.
+INCOMPLETE_FACTOR = 10
 
 
 def encode_position(tail: TailPosition, state: ParserState) -> str:
@@ -100,8 +102,14 @@ class ErrorlogFollower:
                         file_id = item.new
                     else:
                         problems.append(item)
-                if not tailer.pending and time.monotonic() - tailer.last_data_monotonic >= self._quiet:
-                    records += parser.flush_idle()
+                        if item.kind == "gap":
+                            # The saved file is gone or rewritten: no position can name it any
+                            # more, and the next one comes with the file read from offset 0.
+                            file_id = None
+                quiet = 0.0 if tailer.pending else time.monotonic() - tailer.last_data_monotonic
+                if quiet >= self._quiet:
+                    # Finished records now; a block cut off mid-stack only after a long quiet.
+                    records += parser.flush_idle(incomplete=quiet >= self._quiet * INCOMPLETE_FACTOR)
                 last_position = self._emit(
                     emit, records, tailer=tailer, file_id=file_id, parser=parser, last_position=last_position
                 )

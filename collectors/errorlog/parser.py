@@ -101,6 +101,11 @@ class ErrorlogParser:
         self._pending_error: tuple[ln.Line, int, int, int] | None = None
         self._cont_block: CrashBuilder | None = None
         self._out: list[ErrorlogRecord] = []
+        # Lines skipped unread since the last handled one: (buf, start, end), parsed only when
+        # their last time is needed (an unclean stop's time, a persisted state).
+        self._skipped: tuple[bytes, int, int] | None = None
+        # The state at the first line of each held block or boot: what a resume from there needs.
+        self._hold_states: dict[int, ParserState] = {}
         self.lines = 0
         self.unparsed_lines = 0
         self.long_lines = 0
@@ -133,11 +138,17 @@ class ErrorlogParser:
         self._buf = buf
         return self._take()
 
-    def flush_idle(self) -> list[ErrorlogRecord]:
-        """After a quiet period: emit what waits for more lines (held crash, open blocks, boot)."""
+    def flush_idle(self, *, incomplete: bool = True) -> list[ErrorlogRecord]:
+        """After a quiet period: emit what waits for more lines (held crash, boot, pending error).
+
+        With ``incomplete=False`` blocks that have not reached ``end of stack trace`` stay
+        open: a server still writing its stack must not have it cut in two. The live
+        follower closes those only after a longer quiet (the writer died mid-block).
+        """
         self._emit_held()
-        for key in list(self._blocks):
-            self._close_block(key)
+        if incomplete:
+            for key in list(self._blocks):
+                self._close_block(key)
         self._close_boot()
         if self._pending_error is not None:
             self._finish_error(None)
@@ -169,13 +180,23 @@ class ErrorlogParser:
         return bool(self._blocks or self._held or self._boot or self._pending_error)
 
     def state(self) -> ParserState:
-        """The cross-record state to persist beside ``safe_offset``."""
+        """The cross-record state at ``safe_offset``, to persist beside it."""
+        held = self._hold_states.get(self.safe_offset) if self.holding else None
+        return held if held is not None else self._current_state()
+
+    def _current_state(self) -> ParserState:
+        self._resolve_skipped()
         last = self._last_time.isoformat() if self._last_time else None
         return ParserState(self._down, self._seen_line, self._recent_fatal, last, self._robust)
 
     # ------------------------------------------------------------------ scanning
 
     def _take(self) -> list[ErrorlogRecord]:
+        if not self.holding:
+            self._hold_states.clear()
+        elif len(self._hold_states) > 1:  # keep only what state() can still be asked for
+            safe = self.safe_offset
+            self._hold_states = {o: st for o, st in self._hold_states.items() if o >= safe}
         out, self._out = self._out, []
         return out
 
@@ -197,10 +218,14 @@ class ErrorlogParser:
             start = self._next_candidate(buf, pos, end)
             if start < 0:
                 break
+            if start > pos:
+                self._skip(buf, pos, start)
             nl = buf.index(b"\n", start)
             self._handle(buf[start:nl], self._base + start)
             pos = nl + 1
-        self._note_last_line(buf, end)
+        if pos < end:
+            self._skip(buf, pos, end)
+        self._resolve_skipped()  # buf is gone after this call
 
     def _next_candidate(self, buf: bytes, pos: int, end: int) -> int:
         """Start of the next line at or after ``pos`` that holds a marker or lacks a prefix."""
@@ -233,14 +258,27 @@ class ErrorlogParser:
                 self._robust = True
                 return
 
-    def _note_last_line(self, buf: bytes, end: int) -> None:
-        if end <= 0:
+    def _skip(self, buf: bytes, start: int, end: int) -> None:
+        """Note lines passed over unread. Unprefixed lines handled in between (blank, junk) do
+        not end a skipped range: the last prefixed line before the next one is still in it."""
+        if self._skipped is not None and self._skipped[0] is buf:
+            start = self._skipped[1]
+        self._skipped = (buf, start, end)
+
+    def _resolve_skipped(self) -> None:
+        """Take the time of the last prefixed line among the skipped ones, if any."""
+        if self._skipped is None:
             return
-        start = buf.rfind(b"\n", 0, end - 1) + 1
-        line = ln.parse_line(ln.decode(buf[start : end - 1]), self._base + start)
-        if line is not None:
-            self._last_time = line.time
-            self._seen_line = True
+        buf, lo, end = self._skipped
+        self._skipped = None
+        while end > lo:
+            start = max(buf.rfind(b"\n", lo, end - 1) + 1, lo)
+            line = ln.parse_line(ln.decode(buf[start : end - 1]), self._base + start)
+            if line is not None:
+                self._last_time = line.time
+                self._seen_line = True
+                return
+            end = start
 
     # ------------------------------------------------------------------ one line
 
@@ -250,6 +288,12 @@ class ErrorlogParser:
         if line is None:
             self._unprefixed(text)
             return
+        self._take_line(line)
+        self._skipped = None  # this line comes after them
+        self._last_time = line.time
+        self._seen_line = True
+
+    def _take_line(self, line: ln.Line) -> None:
         if not line.standard_separator:
             self._robust = True
         if self._pending_error is not None:
@@ -271,8 +315,6 @@ class ErrorlogParser:
             return
         self._expire_blocks(line)
         self._classify(line)
-        self._last_time = line.time
-        self._seen_line = True
 
     def _unprefixed(self, text: str) -> None:
         if self._cont_block is not None and self._cont_block.continuation(text):
@@ -345,6 +387,7 @@ class ErrorlogParser:
         )
 
     def _open_block(self, line: ln.Line, kind: str, signal: int | None) -> CrashBuilder:
+        self._hold_states.setdefault(line.offset, self._current_state())
         b = CrashBuilder(line, kind, signal)  # type: ignore[arg-type]
         old = self._blocks.pop(line.task, None)
         if old is not None:
@@ -379,8 +422,11 @@ class ErrorlogParser:
             self._down = True
 
     def _start_boot(self, line: ln.Line) -> None:
+        self._resolve_skipped()  # the unclean stop is dated by the last line before the boot
         if not self._down and self._seen_line and self._last_time is not None:
             self._out.append(ServerShutdown(self._last_time, "unclean", None, line.offset))
+            self._down = True  # reported: a parser resumed at this boot must not report it again
+        self._hold_states.setdefault(line.offset, self._current_state())
         self._boot = _Boot(line.time, line.offset)
         self._down = False
         self._recent_fatal = False
