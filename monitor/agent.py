@@ -21,6 +21,7 @@ from types import FrameType
 
 from collectors.errorlog.follow import ErrorlogFollower
 from collectors.process import DataserverTarget, ProcessWatch, find_dataservers, parse_run_file
+from monitor.agent_changes import start_change_collectors
 from monitor.config import Config, ServerConfig
 from monitor.crashes import CrashAssembler
 from monitor.errors import StoreError
@@ -73,7 +74,7 @@ class Agent:
             known=known,
         )
         self.health.register("process")
-        self._spawn("process-watch", self._run_process_watch)
+        self.spawn("process-watch", self._run_process_watch)
         for s in servers:
             follower = ErrorlogFollower(
                 s.name,
@@ -84,8 +85,9 @@ class Agent:
                 use_watchdog=self.config.errorlog.use_watchdog,
             )
             self.health.register(follower.source)
-            self._spawn(f"errorlog-{s.name}", self._follow(follower))
-        self._spawn("crash-tick", self._tick_loop)
+            self.spawn(f"errorlog-{s.name}", self._follow(follower))
+        start_change_collectors(self, servers)
+        self.spawn("crash-tick", self._tick_loop)
         if self.config.metrics.enabled:
             collector = AseCollector(self.store, self.health, tuple(s.name for s in servers), self._dropped)
             m = self.config.metrics
@@ -128,6 +130,11 @@ class Agent:
             if t.is_alive():
                 log.error("thread %s did not stop in time", t.name)
 
+    @property
+    def stopping(self) -> threading.Event:
+        """Set when the agent stops; collector loops wait on it."""
+        return self._stop
+
     def run(self) -> int:
         """Start, wait for SIGTERM/SIGINT, stop. Returns the exit code (0)."""
 
@@ -148,7 +155,8 @@ class Agent:
 
     # ------------------------------------------------------------------ collectors -> store
 
-    def _spawn(self, name: str, target: Callable[[], None]) -> None:
+    def spawn(self, name: str, target: Callable[[], None]) -> None:
+        """Run ``target`` in a named thread, restarted after an unexpected error until stop."""
         t = threading.Thread(target=self._guarded(name, target), name=name)
         self._threads.append(t)
         t.start()
@@ -168,21 +176,22 @@ class Agent:
 
     def _run_process_watch(self) -> None:
         assert self._process_watch is not None
-        self._process_watch.run(lambda e: self._submit([e], {}, None), self._stop)
+        self._process_watch.run(lambda e: self.submit([e], {}, None), self._stop)
 
     def _follow(self, follower: ErrorlogFollower) -> Callable[[], None]:
         def run() -> None:
-            follower.run(self._emitter(follower.server), self._stop)
+            follower.run(self.emitter(follower.server), self._stop)
 
         return run
 
-    def _emitter(self, server: str) -> Callable[[Sequence[Event], Mapping[str, str]], None]:
+    def emitter(self, server: str) -> Callable[[Sequence[Event], Mapping[str, str]], None]:
         def emit(events: Sequence[Event], positions: Mapping[str, str]) -> None:
-            self._submit(events, positions, server)
+            self.submit(events, positions, server)
 
         return emit
 
-    def _submit(self, events: Sequence[Event], positions: Mapping[str, str], server: str | None) -> None:
+    def submit(self, events: Sequence[Event], positions: Mapping[str, str], server: str | None) -> None:
+        """Queue facts (and source positions) for the store; health events go to the health fold."""
         facts: list[tuple[str, Event]] = []
         for e in events:
             if isinstance(e, CollectorFailed | CollectorSucceeded):

@@ -14,6 +14,7 @@ import click
 from rich.console import Console
 
 from monitor import __version__
+from monitor.changes_cli import register as register_changes
 from monitor.config import Config, load_config, resolve_state_dir
 from monitor.errors import AsewatchError, ConfigError
 from monitor.store import Store
@@ -240,3 +241,6 @@ def demo_cmd(state_dir: Path | None, keep_running: bool) -> None:
 
     setup_logging("WARNING")
     raise SystemExit(run_demo(console(), state_dir, keep_running))
+
+
+register_changes(cli)

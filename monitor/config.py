@@ -44,7 +44,9 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from monitor.config_changes import ChangesConfig, unknown_servers
 from monitor.config_errors import problems_of
+from monitor.config_mda import DatabaseConfig
 from monitor.errors import ConfigError
 
 __all__ = [
@@ -196,6 +198,8 @@ class Config(_Section):
     process: ProcessConfig = Field(default_factory=ProcessConfig)
     errorlog: ErrorlogConfig = Field(default_factory=ErrorlogConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    database: DatabaseConfig | None = None
+    changes: ChangesConfig = Field(default_factory=ChangesConfig)
 
     @field_validator("servers")
     @classmethod
@@ -212,6 +216,8 @@ class Config(_Section):
             if server.name in seen:
                 raise _problem(f"server[{i}].name", f"server {server.name!r} is configured twice")
             seen.add(server.name)
+        for key, reason in unknown_servers(self.changes, tuple(seen)):
+            raise _problem(key, reason)
         return self
 
 

@@ -12,29 +12,21 @@ import logging
 import ssl
 import threading
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
-from monitor import __version__, readmodel
+from monitor import __version__, metrics_changes, readmodel
 from monitor.health import Health
+from monitor.metricdef import Family, MetricDef
+from monitor.metrics_changes import METRICS_CHANGES
 from monitor.signature import SIGNATURE_VERSION
 from monitor.store import Store
 
 log = logging.getLogger("asewatch.metrics")
-
-
-@dataclass(frozen=True, slots=True)
-class MetricDef:
-    name: str
-    type: Literal["gauge", "counter"]
-    labels: tuple[str, ...]
-    help: str
 
 
 METRICS: tuple[MetricDef, ...] = (
@@ -54,16 +46,10 @@ METRICS: tuple[MetricDef, ...] = (
     MetricDef("asewatch_collector_last_success_timestamp_seconds", "gauge", ("collector",), "Last time the collector read its source successfully, POSIX seconds."),
     MetricDef("asewatch_collector_up", "gauge", ("collector",), "Whether the collector's last attempt succeeded."),
     MetricDef("asewatch_events_dropped_total", "counter", (), "Events the agent had to drop because the store's write queue was full."),
+    *METRICS_CHANGES,
 )  # fmt: skip
 
 _BY_NAME = {m.name: m for m in METRICS}
-
-
-def _family(name: str) -> GaugeMetricFamily | CounterMetricFamily:
-    m = _BY_NAME[name]
-    if m.type == "counter":
-        return CounterMetricFamily(name.removesuffix("_total"), m.help, labels=list(m.labels))
-    return GaugeMetricFamily(name, m.help, labels=list(m.labels))
 
 
 class AseCollector(Collector):
@@ -86,7 +72,7 @@ class AseCollector(Collector):
         return []  # never query the store at registration
 
     def collect(self) -> Iterator[Metric]:
-        fams = {m.name: _family(m.name) for m in METRICS}
+        fams = {m.name: m.family() for m in METRICS}
         fams["asewatch_build_info"].add_metric([__version__, str(SIGNATURE_VERSION)], 1)
         for h in self._health.snapshot():
             fams["asewatch_collector_errors_total"].add_metric([h.collector], h.errors)
@@ -102,7 +88,7 @@ class AseCollector(Collector):
             log.exception("metrics: reading the store failed; ase_* series left out of this scrape")
         yield from fams.values()
 
-    def _from_store(self, fams: dict[str, GaugeMetricFamily | CounterMetricFamily]) -> None:
+    def _from_store(self, fams: dict[str, Family]) -> None:
         with self._store.reader() as r:
             servers = readmodel.servers(r, self._servers)
             config = readmodel.count_by_server(r, "ConfigChanged")
@@ -129,6 +115,7 @@ class AseCollector(Collector):
                     fams["ase_process_threads"].add_metric([s], v.threads)
                 if v.open_files is not None:
                     fams["ase_process_open_fds"].add_metric([s], v.open_files)
+            metrics_changes.add_change_metrics(r, fams)
 
 
 class MetricsServer:
