@@ -46,10 +46,13 @@ def _run(ns: argparse.Namespace) -> int:
         rate=ns.rate,
         dump_size=ns.dump_size,
         engines=ns.engines,
+        tds_port=None if ns.tds_port < 0 else ns.tds_port,
     )
     pid = sim.start()
     print(f"dataserver {ns.name} running, pid {pid}")
     print(f"  errorlog  {sim.errorlog}\n  dumps     {sim.dump_dir}\n  truth     {sim.truth_path}")
+    if ns.tds_port >= 0:
+        print(f"  odbc      {sim.connection_string()}")
     print("  Ctrl-C stops it.")
     deadline = time.monotonic() + ns.duration if ns.duration else None
     try:
@@ -76,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--dump-size", type=int, default=4 * 1024 * 1024, help="dump size in bytes")
     run.add_argument("--engines", type=int, default=1, help="process mode with N engine processes")
     run.add_argument("--duration", type=float, help="stop after this many seconds")
+    run.add_argument(
+        "--tds-port", type=int, default=0, help="TDS port on 127.0.0.1 (0: a free one; -1: none)"
+    )
     plan = sub.add_parser("plan", help="print a scenario's timeline and predicted crashes")
     plan.add_argument("--scenario", default="incident")
     ns = p.parse_args(argv)

@@ -31,8 +31,10 @@ def boot_lines(
     master: Path,
     topology: Topology,
     engine_pid: Callable[[int], int],
+    port: int = 5000,
 ) -> list[Line]:
-    """The start-up sequence, in order. ``engine_pid(e)`` is the OS id shown for engine ``e``."""
+    """The start-up sequence, in order. ``engine_pid(e)`` is the OS id shown for engine ``e``;
+    ``port`` is the TDS listener's."""
     uname = os.uname()
     k: list[Line] = []
 
@@ -66,7 +68,7 @@ def boot_lines(
             kernel(
                 f"Thread {here.thread} (LWP {lwp}) of Threadpool syb_default_pool online as engine {e}", here
             )
-    kernel("network name localhost, interface IPv4, address 127.0.0.1, type tcp, port 5000, filter NONE")
+    kernel(f"network name localhost, interface IPv4, address 127.0.0.1, type tcp, port {port}, filter NONE")
     boot = Prefix(thread=topology.thread(0), spid=1)
     recovery = (
         "Opening Master Database ...",

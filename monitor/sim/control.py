@@ -10,9 +10,11 @@ Truth lines (``sim-truth.jsonl``, one JSON object per line, see truth.py). Every
 supervisor's). Per kind:
 
 - ``supervisor_start``: restart_delay, end_after, run_file
-- ``boot``: log_time, errorlog_offset, version, scenario, engines, process_mode, engine_pids, flags, config
+- ``boot``: log_time, errorlog_offset, version, scenario, engines, process_mode, engine_pids, flags, config,
+  tds_port
 - ``deployment``: event, at, by, what          - ``flag``: event, at, by, name, old, new
-- ``config``: event, at, by, name, old, new, log_time
+- ``config``: event, at, by, name, old, new, log_time (a timeline event), or by, name, old, new,
+  log_time, via ("sp_configure"), spid, static (a change made over TDS)
 - ``call``: call, at, procedure, outcome (ok | missed) [+ spid, kpid, login, sql when ok]
 - ``error``: number, severity, state, spid, login, host, log_time
 - ``crash``: trigger (scenario | signal), call, at, log_time, signal, procedure, sql, spid (the worker),
@@ -25,6 +27,21 @@ supervisor's). Per kind:
 ``log_time`` is the errorlog stamp (``YYYY/MM/DD HH:MM:SS.hh``, local time) of the record's first
 line; ``at`` is the scheduled scenario second, ``st`` the actual one. A crash line is written after
 the errorlog block and before the dump; wait for the ``dump`` line before reading the dump.
+
+The sim answers TDS 5.0 on 127.0.0.1 (``tds_port``, default 0 = a free port; ``None`` = off)
+for the real pyodbc + FreeTDS path: :meth:`SimServer.tds_address` waits for ``tds.port``,
+:meth:`SimServer.connection_string` gives the ODBC string (logins ``asewatch`` and ``sa``,
+password ``tds_password``). Test hooks, one-shot, consumed by the first matching query
+(files in ``<workdir>/tds-control/``, see monitor/sim/tds/hooks.py):
+
+- :meth:`SimServer.tds_hang` ``(seconds, table=None)``: the next query reading ``table`` (any
+  statement when ``None``) waits ``seconds`` before answering; a client cancel (query timeout)
+  during the wait is acknowledged at once and the connection stays usable.
+- :meth:`SimServer.tds_drop_next` ``(table=None)``: the next such query gets half its reply,
+  then the server closes the connection (the client sees "Unexpected EOF").
+
+``waitfor delay 'hh:mm:ss'`` is a slow query without a hook. What the server accepts and
+serves (the SQL contract, MDA and system tables, pipes) is described in monitor/sim/tds.
 """
 
 from __future__ import annotations
@@ -43,7 +60,9 @@ import psutil
 
 import monitor
 from monitor.sim.layout import Layout, prepare
+from monitor.sim.options import DEFAULT_PASSWORD, PASSWORD_ENV
 from monitor.sim.scenario import default_scenario, incident_path, load_scenario
+from monitor.sim.tds.hooks import add_hook
 from monitor.sim.truth import TruthRecord, read_truth
 
 T = TypeVar("T")
@@ -70,6 +89,8 @@ class SimServer:
         end_after: float | None = None,
         no_end: bool = False,
         stop_timeout: float = 5.0,
+        tds_port: int | None = 0,
+        tds_password: str = DEFAULT_PASSWORD,
         extra_args: Sequence[str] = (),
     ) -> None:
         """Describe the server; nothing starts until :meth:`start`.
@@ -77,7 +98,9 @@ class SimServer:
         ``scenario`` is a TOML path, ``"incident"`` for the built-in one, or ``None``
         (steady workload, no crashes). ``restart_delay``/``end_after`` override the
         scenario's; ``no_end`` ignores its ``end_after``. ``dump_truncate`` (0-1) makes
-        every crash die part-way through its dump.
+        every crash die part-way through its dump. ``tds_port``: the TDS listener's port
+        (0 = a free one, kept across restarts; ``None`` = no listener); ``tds_password`` is the
+        password of the ``asewatch`` and ``sa`` logins.
         """
         self.layout = Layout(Path(workdir).resolve(), name)
         self.name = name
@@ -101,6 +124,9 @@ class SimServer:
             extra.append(f"--engines={engines}")
         if seed is not None:
             extra.append(f"--seed={seed}")
+        if tds_port is not None:
+            extra.append(f"--tds-port={tds_port}")
+        self.tds_password = tds_password
         self._extra = [*extra, *extra_args]
         self._proc: subprocess.Popen[bytes] | None = None
         self._returncode: int | None = None
@@ -131,6 +157,42 @@ class SimServer:
     def run_file(self) -> Path:
         return self.layout.run_file
 
+    # --------------------------------------------------------------------- TDS
+    def tds_address(self, timeout: float = 10.0) -> tuple[str, int]:
+        """``("127.0.0.1", port)`` of the TDS listener, waiting up to ``timeout`` s for ``tds.port``.
+
+        Raises ``TimeoutError`` if no port file appears (e.g. ``tds_port=None``).
+        """
+
+        def port() -> int | None:
+            try:
+                return int(self.layout.tds_port.read_text(encoding="utf-8").strip())
+            except (OSError, ValueError):
+                return None
+
+        return "127.0.0.1", self.wait_for(port, timeout)
+
+    def connection_string(
+        self, user: str = "asewatch", *, app: str = "asewatch", timeout: float = 10.0
+    ) -> str:
+        """The ODBC connection string of the SQL contract (FreeTDS, TDS 5.0) for ``user``."""
+        host, port = self.tds_address(timeout)
+        return (
+            f"Driver=FreeTDS;Server={host};Port={port};TDS_Version=5.0;UID={user};"
+            f"PWD={self.tds_password};APP={app};ClientCharset=UTF-8"
+        )
+
+    def tds_hang(self, seconds: float, table: str | None = None) -> Path:
+        """The next query reading ``table`` (any statement if ``None``) waits ``seconds`` first.
+
+        One-shot; returns the hook file (gone once a query took it).
+        """
+        return add_hook(self.layout.tds_control, "hang", seconds=seconds, table=table)
+
+    def tds_drop_next(self, table: str | None = None) -> Path:
+        """The next query reading ``table`` (any statement if ``None``) loses its connection mid-reply."""
+        return add_hook(self.layout.tds_control, "drop", table=table)
+
     # --------------------------------------------------------------- lifecycle
     def start(self, timeout: float = 15.0) -> int:
         """Prepare the workdir, start the supervisor (or the dataserver) and wait for the boot.
@@ -150,6 +212,7 @@ class SimServer:
         env = {
             **os.environ,
             "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
+            PASSWORD_ENV: self.tds_password,
         }
         if self.supervise:
             cmd = [

@@ -24,6 +24,7 @@ from monitor.sim.workload import (
     CRASH_LINE,
     CRASH_PROCEDURE,
     CRASH_STATEMENT,
+    MAX_WORKERS_PER_CALL,
     PROCEDURES,
     Workload,
 )
@@ -38,7 +39,7 @@ def crash_and_die(
     """Write the crash block, a truth line and the dump, then die by SIGSEGV. Never returns."""
     proc = PROCEDURES.get(call.procedure, CRASH_PROCEDURE) if call else CRASH_PROCEDURE
     parent = workload.user_session(call.login if call else None)
-    degree = max(2, int(server.state.config().get("max parallel degree", "2")))
+    degree = min(max(2, int(server.state.config().get("max parallel degree", "2"))), MAX_WORKERS_PER_CALL)
     sql = workload.sql(proc)
     server.state.begin(workload.statement(parent, proc, sql, running=True))
     workers = [workload.worker(parent) for _ in range(degree)]
@@ -92,6 +93,7 @@ def crash_and_die(
         dump_path=str(path),
         dump_size=opts.dump_size,
     )
+    server.state.set_dumping(True)  # monState.DiagnosticDumps = 1 while the dump is written
     texts = [s.sql for s in server.state.since(0)[-300:]]
     texts += [sql, CRASH_INNER_SQL, "Tolvansson, Tolvan 19121212-1212"]
     result = write_dump(

@@ -5,7 +5,9 @@ Started as ``<workdir>/bin/dataserver -sNAME -e<errorlog> -c<cfg> -M<dir> ... --
 (same path as a scenario crash); SIGKILL simply kills. A crash writes the block to the
 errorlog, a dump file, truth lines, then dies by a real SIGSEGV with core dumps off.
 With ``--engines N`` (process mode) N-1 engine child processes run as
-``dataserver -ONLINE:k -sNAME``; they exit when engine 0 is gone.
+``dataserver -ONLINE:k -sNAME``; they exit when engine 0 is gone. With ``--tds-port N`` it
+answers TDS 5.0 on 127.0.0.1 (monitor/sim/tds) from its live state; the port goes to
+``<workdir>/tds.port`` and a restart within the run keeps it.
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ from monitor.errors import AsewatchError
 from monitor.sim import bootlog
 from monitor.sim.crash import crash_and_die
 from monitor.sim.errorlog_writer import Component, ErrorlogWriter, Prefix, stamp
-from monitor.sim.layout import read_cfg, write_atomic, write_cfg, write_json
+from monitor.sim.layout import read_cfg, write_atomic, write_json
 from monitor.sim.options import PARENT_ENV, Options, engine_child, parse_args
 from monitor.sim.scenario import Scenario, ScheduledCall, TimelineEvent, default_scenario, load_scenario
 from monitor.sim.state import SimState
+from monitor.sim.tds.host import Host
+from monitor.sim.tds.server import TdsServer
 from monitor.sim.truth import TruthWriter, read_truth
 from monitor.sim.workload import PROCEDURES, Procedure, Topology, Workload
 
@@ -57,6 +61,16 @@ class Dataserver:
             flags.update(json.loads(opts.flags.read_text(encoding="utf-8")))
         pipe = int(config.get("statement pipe max messages", "5000"))
         self.state = SimState(opts.name, self.scenario.version, flags, config, pipe_size=pipe)
+        self.host = Host(
+            state=self.state,
+            log=self.log,
+            truth=self.truth,
+            cfg=opts.cfg,
+            topology=self.topology,
+            dump_dir=opts.dump_dir,
+            password=opts.tds_password,
+        )
+        self.tds: TdsServer | None = None
         self.workload: Workload | None = None
         self.pending_events: list[TimelineEvent] = []
         self.pending_calls: list[tuple[int, ScheduledCall]] = []
@@ -94,6 +108,15 @@ class Dataserver:
         )
         write_json(opts.flags, self.state.flags())
         offset = opts.errorlog.stat().st_size
+        port = 5000
+        if opts.tds_port is not None:
+            self.tds = TdsServer(
+                self.host,
+                port=opts.tds_port,
+                port_file=opts.workdir / "tds.port",
+                control_dir=opts.workdir / "tds-control",
+            )
+            port = self.tds.bind()  # listening now; logins are served once recovery is done
         if self.topology.process_mode:
             self._start_engines()
         pids = [os.getpid()] + [c.pid for c in self.children]
@@ -106,6 +129,7 @@ class Dataserver:
             engine_pid=lambda e: (
                 pids[e] if self.topology.process_mode else os.getpid() + self.topology.thread(e)
             ),
+            port=port,
         )
         first = None
         for i, (prefix, comp, msg) in enumerate(lines):
@@ -114,6 +138,9 @@ class Dataserver:
             if i % 8 == 7:
                 time.sleep(0.01)  # boot takes a moment; stamps should not all be equal
         workload = self.workload = Workload(self.state, self.rng, self.topology, self.scenario.sessions)
+        self._restore_deployments()
+        if self.tds is not None:
+            self.tds.start()
         self.truth.write(
             "boot",
             log_time=stamp(first) if first else None,
@@ -125,6 +152,7 @@ class Dataserver:
             engine_pids=pids if self.topology.process_mode else [os.getpid()],
             flags=self.state.flags(),
             config=self.state.config(),
+            tds_port=self.tds.port if self.tds else None,
         )
         done_events, done_calls = self._already_done()
         now = self.st()
@@ -155,6 +183,12 @@ class Dataserver:
             elif rec.kind in ("call", "crash") and rec.get("call") is not None:
                 calls.add(int(rec["call"]))
         return events, calls
+
+    def _restore_deployments(self) -> None:
+        """Deployments earlier incarnations of this run applied (the application's code stays deployed)."""
+        for rec in read_truth(self.opts.truth):
+            if rec.source == "dataserver" and rec.kind == "deployment" and abs(rec.t0 - self.opts.t0) <= 1e-3:
+                self.state.deploy(str(rec["what"]), str(rec.get("by", "")), when=rec.time)
 
     def _start_engines(self) -> None:
         argv0 = sys.argv[0]
@@ -200,11 +234,9 @@ class Dataserver:
         common: dict[str, Any] = {"event": ev.index, "at": ev.at, "by": ev.by}
         if ev.kind == "config":
             new = str(ev.value)
-            old = self.state.set_config(ev.name, new) or ""
             sa = self.workload.admin if self.workload else None
             prefix = Prefix(self.topology.thread(sa.engine), 0, sa.spid) if sa else Prefix(2, 0, 12)
-            when = self.log.write(prefix, "server", bootlog.config_changed(ev.name, ev.by, old, new))
-            write_cfg(self.opts.cfg, self.state.config())
+            old, when = self.host.change_config(ev.name, new, ev.by, prefix)
             self.truth.write("config", name=ev.name, old=old, new=new, log_time=stamp(when), **common)
         elif ev.kind == "flag":
             old_flag = self.state.set_flag(ev.name, ev.value)
@@ -264,6 +296,8 @@ class Dataserver:
     # ------------------------------------------------------------------ shutdown
     def shutdown(self, workload: Workload) -> None:
         """The polite shutdown sequence; engines stopped, .krg and pid file removed."""
+        if self.tds is not None:
+            self.tds.stop()  # shutdown ends every client connection first
         sa = workload.admin
         groups = bootlog.shutdown_lines(Prefix(self.topology.thread(sa.engine), 0, sa.spid))
         first = None

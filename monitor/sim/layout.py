@@ -9,6 +9,7 @@ Layout of ``<workdir>``::
     flags.json            the application's feature flags, {"name": value}
     sim-truth.jsonl       ground truth (see truth.py)   dumps/       default dump directory
     data/master.dat       master device placeholder     supervisor.log  supervisor + dataserver stderr
+    tds.port              the TDS listener's port       tds-control/  one-shot test hooks (tds/hooks.py)
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import monitor
+from monitor.sim.params import SECTIONS, all_params, section_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +81,14 @@ class Layout:
     @property
     def supervisor_log(self) -> Path:
         return self.workdir / "supervisor.log"
+
+    @property
+    def tds_port(self) -> Path:
+        return self.workdir / "tds.port"
+
+    @property
+    def tds_control(self) -> Path:
+        return self.workdir / "tds-control"
 
 
 def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
@@ -149,38 +159,9 @@ def read_run_file(path: Path) -> list[str]:
 
 # ----------------------------------------------------------------------------- the .cfg file
 
-SECTIONS: Mapping[str, str] = {
-    "max online engines": "Processors",
-    "number of user connections": "User Environment",
-    "number of worker processes": "Parallel Query",
-    "max parallel degree": "Parallel Query",
-    "max scan parallel degree": "Parallel Query",
-    "enable monitoring": "Monitoring",
-    "statement pipe active": "Monitoring",
-    "statement pipe max messages": "Monitoring",
-    "sql text pipe active": "Monitoring",
-    "sql text pipe max messages": "Monitoring",
-    "errorlog pipe active": "Monitoring",
-    "errorlog pipe max messages": "Monitoring",
-    "dump on conditions": "Diagnostics",
-    "max memory": "Physical Memory",
-}
-_ORDER = (
-    "General Information",
-    "Backup/Recovery",
-    "Diagnostics",
-    "Monitoring",
-    "Parallel Query",
-    "Physical Memory",
-    "Processors",
-    "User Environment",
-    "Unknown",
-)
-_DEFAULTS = {
-    "Backup/Recovery": ("recovery interval in minutes", "print recovery information"),
-    "Parallel Query": ("max repartition degree", "max resource granularity", "prod-consumer overlap factor"),
-    "Physical Memory": ("lock shared memory",),
-}
+# Parameters the .cfg never lists (read-only or derived at boot).
+_NOT_IN_CFG = frozenset({"configuration file"})
+
 _CFG_HEAD = """\
 ##############################################################################
 #
@@ -197,18 +178,22 @@ _CFG_HEAD = """\
 
 
 def render_cfg(config: Mapping[str, str]) -> str:
-    """The config file text: ``[Section]`` headers and ``\\tname = value`` lines."""
+    """The config file text: ``[Section]`` headers, ``\\tname = value|DEFAULT`` for every parameter.
+
+    Like a real ``.cfg``, every known parameter is listed, ``DEFAULT`` where ``config`` does
+    not set it; names outside the catalogue go to ``[Unknown]``.
+    """
+    known = [p for p in all_params() if p.name not in _NOT_IN_CFG]
     parts = [_CFG_HEAD]
-    for section in _ORDER:
-        if section == "Unknown" and all(name in SECTIONS for name in config):
+    for section in (*SECTIONS, "Unknown"):
+        names = sorted(
+            {p.name for p in known if p.section == section}
+            | {n for n in config if section_of(n) == section and n not in _NOT_IN_CFG}
+        )
+        if not names:
             continue
         parts.append(f"\n[{section}]\n")
-        parts.extend(f"\t{name} = DEFAULT\n" for name in _DEFAULTS.get(section, ()) if name not in config)
-        parts.extend(
-            f"\t{name} = {config[name]}\n"
-            for name in sorted(config)
-            if SECTIONS.get(name, "Unknown") == section
-        )
+        parts.extend(f"\t{name} = {config.get(name, 'DEFAULT')}\n" for name in names)
     return "".join(parts)
 
 
@@ -249,7 +234,7 @@ def prepare(
 
     The ``.cfg`` and ``flags.json`` are reset to the scenario's initial values (a run
     starts from its scenario; restarts within the run keep what changed). A stale pid
-    file is removed. Returns the dataserver command. Raises ``OSError``.
+    file and a stale ``tds.port`` are removed. Returns the dataserver command. Raises ``OSError``.
     """
     layout.workdir.mkdir(parents=True, exist_ok=True)
     layout.master.parent.mkdir(parents=True, exist_ok=True)
@@ -257,6 +242,9 @@ def prepare(
     layout.properties.parent.mkdir(parents=True, exist_ok=True)
     layout.properties.write_text(f"# SySAM properties for {layout.name}\nPE=EE\nLT=CP\n", encoding="utf-8")
     layout.pidfile.unlink(missing_ok=True)
+    layout.tds_port.unlink(missing_ok=True)  # a new run picks its port afresh; restarts keep it
+    for stale in layout.tds_control.glob("*.json"):
+        stale.unlink(missing_ok=True)
     write_launcher(layout)
     command = server_command(layout, command_extra)
     write_run_file(layout, command)

@@ -1,7 +1,7 @@
 """The dataserver's command line: RUN-file flags plus the sim's long options; engine children.
 
 ``dataserver -sNAME -e<errorlog> -c<cfg> -M<shm dir> [-d<master> -N<props> -i<dir> -T<flag>]
-[--scenario FILE --t0 EPOCH --dump-dir DIR --dump-size BYTES ...]``. An argument
+[--scenario FILE --t0 EPOCH --dump-dir DIR --dump-size BYTES --tds-port N ...]``. An argument
 ``-ONLINE:k`` makes the process an extra engine of a process-mode server.
 """
 
@@ -16,6 +16,8 @@ from pathlib import Path
 from types import FrameType
 
 PARENT_ENV = "ASEWATCH_SIM_PARENT"
+PASSWORD_ENV = "ASEWATCH_SIM_TDS_PASSWORD"  # noqa: S105 - an env var name: the password stays off argv
+DEFAULT_PASSWORD = "sim-secret"  # noqa: S105 - the simulator's documented test password
 DEFAULT_DUMP_SIZE = 4 * 1024 * 1024
 
 
@@ -39,6 +41,12 @@ class Options:
     rate: float | None
     seed: int | None
     online: int | None
+    tds_port: int | None = None
+
+    @property
+    def tds_password(self) -> str:
+        """The password of the TDS logins (``sa``, ``asewatch``): from the environment, or the default."""
+        return os.environ.get(PASSWORD_ENV) or DEFAULT_PASSWORD
 
     @property
     def truth(self) -> Path:
@@ -83,6 +91,9 @@ def parse_args(argv: list[str]) -> Options:
     p.add_argument("--engines", type=int, default=1, help="process mode with N engine processes")
     p.add_argument("--rate", type=float, help="background statements per second (default: scenario)")
     p.add_argument("--seed", type=int, help="random seed (default: random)")
+    p.add_argument(
+        "--tds-port", type=int, help="serve TDS 5.0 on 127.0.0.1:PORT (0: a free port); default: off"
+    )
     ns = p.parse_args(rest)
     shm = Path(ns.shm_dir or ns.workdir or os.getcwd()).resolve()
     workdir = Path(ns.workdir).resolve() if ns.workdir else shm
@@ -104,6 +115,7 @@ def parse_args(argv: list[str]) -> Options:
         rate=ns.rate,
         seed=ns.seed,
         online=online,
+        tds_port=ns.tds_port,
     )
 
 

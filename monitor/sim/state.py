@@ -1,11 +1,14 @@
 """The simulated server's live state: what a TDS thread will serve as MDA tables.
 
-Everything a later TDS server thread in the same process needs lives in one
-:class:`SimState` guarded by one lock: sessions (``monProcess``), the statement pipe
-(``monSysStatement`` / ``monSysSQLText``, a ring that overwrites the oldest rows like
-ASE's pipes), recent statements per spid, statements executing now
-(``monProcessStatement``), flag values (the application's flag table), configuration
-values (``sysconfigures``) and recorded application deployments. Readers get copies.
+Everything the TDS server threads (monitor/sim/tds) serve lives in one :class:`SimState`
+guarded by one lock: sessions (``monProcess``; TDS clients get spids from
+``CLIENT_SPIDS``), the statement pipe (``monSysStatement``) and the SQL text pipe
+(``monSysSQLText``), rings that overwrite the oldest rows like ASE's pipes and are sized
+by ``statement pipe max messages`` / ``sql text pipe max messages`` (whole rings, not per
+engine), recent statements per spid, statements executing now (``monProcessStatement``),
+flag values (the application's flag table), configuration values (run values, plus static
+changes pending a reboot) and recorded application deployments. Readers get copies; the
+lock is held only for copying, never while encoding or sending.
 """
 
 from __future__ import annotations
@@ -13,12 +16,16 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from monitor.sim.scenario import FlagValue
 
 PER_SPID_HISTORY = 100
+CLIENT_SPIDS = range(400, 2000)  # TDS clients (the monitor): apart from workload users and workers
+TEXT_CHUNK = 255  # monSysSQLText.SQLText is varchar(255); longer batches take several rows
+STATEMENT_PIPE = "statement pipe max messages"
+TEXT_PIPE = "sql text pipe max messages"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +80,19 @@ class StatementRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class TextRecord:
+    """One ``monSysSQLText`` row: up to 255 characters of a batch, numbered by ``sequence``."""
+
+    seq: int
+    spid: int
+    kpid: int
+    suid: int
+    batch_id: int
+    sequence: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class Deployment:
     """An application change recorded by the scenario (e.g. ``IMX 7.1.0``)."""
 
@@ -98,12 +118,34 @@ class SimState:
         self._lock = threading.Lock()
         self._flags = dict(flags)
         self._config = dict(config)
+        self._pending: dict[str, str] = {}  # static parameters changed since boot (run value unchanged)
         self._deployments: list[Deployment] = []
         self._sessions: dict[int, Session] = {}
         self._recent: dict[int, deque[StatementRecord]] = {}
-        self._pipe: deque[StatementRecord] = deque(maxlen=max(1, pipe_size))
+        # (pipe position, record): positions follow the order rows enter the pipe, which is not
+        # the order of StatementRecord.seq (a statement gets its seq when it starts).
+        self._pipe: deque[tuple[int, StatementRecord]] = deque(maxlen=self._size(STATEMENT_PIPE, pipe_size))
+        self._pipe_pos = 0
+        self._texts: deque[TextRecord] = deque(maxlen=self._size(TEXT_PIPE, pipe_size))
         self._active: dict[int, StatementRecord] = {}
         self._seq = 0
+        self._text_seq = 0
+        self._statements = 0
+        self._dumping = False
+        self._stmt_on = self._text_on = True
+        self._switches()
+
+    def _size(self, name: str, default: int) -> int:
+        try:
+            return max(0, int(self._config.get(name, default)))
+        except ValueError:
+            return max(0, default)
+
+    def _switches(self) -> None:
+        """Pipes record only while monitoring and the pipe are on, as in ASE (caller holds the lock)."""
+        on = self._config.get("enable monitoring", "1") != "0"
+        self._stmt_on = on and self._config.get("statement pipe active", "1") != "0"
+        self._text_on = on and self._config.get("sql text pipe active", "1") != "0"
 
     # ------------------------------------------------------------------ sessions
     def connect(self, session: Session) -> None:
@@ -118,6 +160,18 @@ class SimState:
             self._sessions.pop(spid, None)
             self._active.pop(spid, None)
 
+    def connect_client(self, make: Callable[[int], Session]) -> Session:
+        """Register a TDS client on the lowest free spid of ``CLIENT_SPIDS``; ``make(spid)`` builds it.
+
+        Raises ``RuntimeError`` when every client spid is taken.
+        """
+        with self._lock:
+            spid = next((s for s in CLIENT_SPIDS if s not in self._sessions), None)
+            if spid is None:
+                raise RuntimeError("no free spid for a client connection")
+            session = self._sessions[spid] = make(spid)
+            return session
+
     def sessions(self) -> tuple[Session, ...]:
         """The connected sessions, ordered by spid."""
         with self._lock:
@@ -131,20 +185,50 @@ class SimState:
             return self._seq
 
     def record(self, stmt: StatementRecord) -> None:
-        """Store a finished statement in the pipe and in its spid's recent history."""
+        """Store a finished statement in the pipe and in its spid's recent history.
+
+        Its SQL text enters the text pipe now unless :meth:`begin` put it there already
+        (ASE writes the text when a statement starts and the statement row when it ends).
+        """
         with self._lock:
-            self._pipe.append(stmt)
+            self._statements += 1
+            if self._stmt_on:
+                self._pipe_pos += 1
+                self._pipe.append((self._pipe_pos, stmt))
             ring = self._recent.get(stmt.spid)
             if ring is None:
                 ring = self._recent[stmt.spid] = deque(maxlen=PER_SPID_HISTORY)
             ring.append(stmt)
-            if self._active.get(stmt.spid, stmt).seq == stmt.seq:
-                self._active.pop(stmt.spid, None)
+            running = self._active.get(stmt.spid)
+            if running is not None and running.seq == stmt.seq:
+                del self._active[stmt.spid]
+            elif self._text_on:
+                self._add_text(stmt)
 
     def begin(self, stmt: StatementRecord) -> None:
         """Mark a statement as executing now on its spid (its SQL text is visible at once)."""
         with self._lock:
             self._active[stmt.spid] = stmt
+            if self._text_on:
+                self._add_text(stmt)
+
+    def _add_text(self, stmt: StatementRecord) -> None:
+        session = self._sessions.get(stmt.spid)
+        suid = session.suid if session else 0
+        text = stmt.sql or " "
+        for i in range(0, len(text), TEXT_CHUNK):
+            self._text_seq += 1
+            self._texts.append(
+                TextRecord(
+                    self._text_seq,
+                    stmt.spid,
+                    stmt.kpid,
+                    suid,
+                    stmt.batch_id,
+                    i // TEXT_CHUNK + 1,
+                    text[i : i + TEXT_CHUNK],
+                )
+            )
 
     def recent(self, spid: int) -> tuple[StatementRecord, ...]:
         """The last statements of ``spid``, oldest first."""
@@ -152,9 +236,50 @@ class SimState:
             return tuple(self._recent.get(spid, ()))
 
     def since(self, seq: int) -> tuple[StatementRecord, ...]:
-        """Statements still in the pipe with ``seq`` greater than the one given, oldest first."""
+        """Statements still in the pipe with ``seq`` greater than the one given, in pipe order."""
         with self._lock:
-            return tuple(s for s in self._pipe if s.seq > seq)
+            return tuple(s for _, s in self._pipe if s.seq > seq)
+
+    def pipe_read(self, position: int) -> tuple[int, tuple[StatementRecord, ...]]:
+        """A reader's unread statements: (its new position, the rows after ``position``, oldest first).
+
+        Rows the ring overwrote since the reader's last read are simply gone (overflow).
+        """
+        with self._lock:
+            out = []
+            for pos, s in reversed(self._pipe):  # newest first: stop at the reader's position
+                if pos <= position:
+                    break
+                out.append(s)
+            last = self._pipe[-1][0] if self._pipe else position
+        out.reverse()
+        return max(last, position), tuple(out)
+
+    def text_since(self, seq: int) -> tuple[TextRecord, ...]:
+        """SQL text rows still in the text pipe with ``seq`` greater than the one given, oldest first."""
+        with self._lock:
+            out = []
+            for t in reversed(self._texts):
+                if t.seq <= seq:
+                    break
+                out.append(t)
+        out.reverse()
+        return tuple(out)
+
+    def statements_total(self) -> int:
+        """Statements finished since this incarnation booted."""
+        with self._lock:
+            return self._statements
+
+    def set_dumping(self, on: bool) -> None:
+        """Whether a shared-memory dump is being written now (``monState.DiagnosticDumps``)."""
+        with self._lock:
+            self._dumping = on
+
+    def dumping(self) -> bool:
+        """True while a shared-memory dump is being written."""
+        with self._lock:
+            return self._dumping
 
     def active(self) -> tuple[StatementRecord, ...]:
         """Statements executing now, ordered by spid."""
@@ -180,16 +305,47 @@ class SimState:
             return old
 
     def set_config(self, name: str, value: str) -> str | None:
-        """Set a configuration value; returns the previous value."""
+        """Set a configuration run value; returns the previous value.
+
+        A pipe size change resizes its ring at once (keeping the newest rows), as the
+        dynamic ASE parameters do.
+        """
         with self._lock:
             old = self._config.get(name)
             self._config[name] = value
+            self._pending.pop(name, None)
+            if name == STATEMENT_PIPE:
+                self._pipe = deque(self._pipe, maxlen=self._size(name, 0))
+            elif name == TEXT_PIPE:
+                self._texts = deque(self._texts, maxlen=self._size(name, 0))
+            self._switches()
             return old
 
-    def deploy(self, what: str, by: str) -> None:
-        """Record an application deployment."""
+    def set_pending(self, name: str, value: str) -> str | None:
+        """Change a static parameter's configured value (the run value waits for a reboot).
+
+        Returns the previous configured value.
+        """
         with self._lock:
-            self._deployments.append(Deployment(time.time(), what, by))
+            old = self._pending.get(name, self._config.get(name))
+            self._pending[name] = value
+            return old
+
+    def configured(self) -> dict[str, str]:
+        """Configured values (``sysconfigures``, the ``.cfg``): run values plus pending static changes."""
+        with self._lock:
+            return {**self._config, **self._pending}
+
+    def pipe_sizes(self) -> tuple[int, int]:
+        """Capacity of the statement pipe and of the SQL text pipe, in rows."""
+        with self._lock:
+            return self._pipe.maxlen or 0, self._texts.maxlen or 0
+
+    def deploy(self, what: str, by: str, when: float | None = None) -> None:
+        """Record an application deployment (``when``: POSIX seconds, default now)."""
+        with self._lock:
+            self._deployments.append(Deployment(time.time() if when is None else when, what, by))
+            self._deployments.sort(key=lambda d: d.time)
 
     def deployments(self) -> tuple[Deployment, ...]:
         """Recorded deployments, oldest first."""

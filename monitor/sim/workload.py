@@ -7,6 +7,7 @@ redact personal data meets some. Records go into :class:`~monitor.sim.state.SimS
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from dataclasses import dataclass
@@ -17,6 +18,9 @@ from monitor.sim.state import Session, SimState, StatementRecord
 FIRST_USER_SPID = 14
 ADMIN_SPID = 12
 WORKER_SPIDS = range(200, 400)
+IN_FLIGHT = 3  # calls per tick still executing until the next tick (monProcessStatement shows them)
+MAX_WORKERS_PER_CALL = 32  # worker tasks one parallel call starts (ASE caps them by worker processes)
+MAX_LINGERING = 100  # finished workers kept connected until the next tick (half the worker spids)
 
 
 def luhn_digit(digits: str) -> int:
@@ -143,6 +147,8 @@ class Workload:
         self.topology = topology
         self._kpid = rng.randrange(0x10000000, 0x30000000)
         self._batch: dict[int, int] = {}
+        self._in_flight: list[StatementRecord] = []
+        self._lingering: list[int] = []  # worker spids of this tick's parallel calls
         self._patients = ["19121212-1212", *(personnummer(s) for s in rng.sample(range(1000), 300))]
         self.admin = self._session(ADMIN_SPID, ("sa", 1), "dbadm01", "isql")
         state.connect(self.admin)
@@ -153,6 +159,8 @@ class Workload:
     def next_kpid(self) -> int:
         """A fresh kernel process id, increasing like ASE's."""
         self._kpid += self.rng.randrange(0x10000, 0x90000)
+        if self._kpid > 0x7F000000:  # kpids are int columns in the MDA tables: wrap, never overflow
+            self._kpid = self.rng.randrange(0x10000000, 0x30000000)
         return self._kpid
 
     def _session(self, spid: int, who: tuple[str, int], host: str, program: str, family: int = 0) -> Session:
@@ -307,16 +315,41 @@ class Workload:
         stmt = self.statement(session, proc, self.sql(proc))
         degree = int(self.state.config().get("max parallel degree", "1"))
         if proc.parallel and degree > 1 and self.rng.random() < 0.1:
-            for _ in range(degree):
+            # The workers stay connected until the next tick, so monProcess can show them with
+            # FamilyID = the parent spid and the parent's NumChildren (bounded: spids are finite).
+            linger = len(self._lingering) < MAX_LINGERING
+            for _ in range(min(degree, MAX_WORKERS_PER_CALL)):
                 w = self.worker(session)
                 self.state.record(self.statement(w, proc, stmt.sql))
-                self.state.disconnect(w.spid)
+                if linger:
+                    self._lingering.append(w.spid)
+                else:
+                    self.state.disconnect(w.spid)
         self.state.record(stmt)
         return stmt
 
     def background(self, n: int) -> None:
-        """Run ``n`` background calls on random sessions (never the crashing procedure)."""
+        """Run ``n`` background calls on random sessions (never the crashing procedure).
+
+        The calls of the previous tick that were left executing finish first; up to
+        ``IN_FLIGHT`` serial calls of this tick stay executing until the next one, so that
+        ``monProcessStatement`` / ``monProcessSQLText`` have something to show.
+        """
+        for stmt in self._in_flight:
+            self.state.record(stmt)
+        self._in_flight.clear()
+        for spid in self._lingering:
+            self.state.disconnect(spid)
+        self._lingering.clear()
         sessions = [s for s in self.state.sessions() if FIRST_USER_SPID <= s.spid < WORKER_SPIDS.start]
         procs = self.rng.choices(CATALOG, weights=[p.weight for p in CATALOG], k=n)
+        busy: set[int] = set()
         for proc in procs:
-            self.run_call(proc, self.rng.choice(sessions))
+            session = self.rng.choice(sessions)
+            if len(self._in_flight) < IN_FLIGHT and not proc.parallel and session.spid not in busy:
+                busy.add(session.spid)
+                stmt = self.statement(session, proc, self.sql(proc))
+                self.state.begin(dataclasses.replace(stmt, end=None))
+                self._in_flight.append(stmt)
+            else:
+                self.run_call(proc, session)
