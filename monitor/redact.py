@@ -217,14 +217,20 @@ class Redactor:
                 out.append(self.text(body, file) + end)
         return "".join(out)
 
-    def json(self, value: Any, file: str, path: str = "") -> Any:
+    def json(self, value: Any, file: str, path: str = "", *, verbatim: frozenset[str] = frozenset()) -> Any:
         """A JSON value with every string redacted (SQL fields shaped); the log names each
-        field by its path, list positions as ``[]`` (``crash.frames[]``)."""
+        field by its path, list positions as ``[]`` (``crash.frames[]``). Values under a key
+        in ``verbatim`` (hashes, public keys: data of our own making) are left as they are."""
+        leaf = path.rsplit(".", 1)[-1].removesuffix("[]")
+        if leaf in verbatim:
+            return value
         if isinstance(value, str):
-            leaf = path.rsplit(".", 1)[-1].removesuffix("[]")
             return self.sql(value, file, path) if leaf in self.sql_fields else self.text(value, file, path)
         if isinstance(value, Mapping):
-            return {k: self.json(v, file, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+            return {
+                k: self.json(v, file, f"{path}.{k}" if path else str(k), verbatim=verbatim)
+                for k, v in value.items()
+            }
         if isinstance(value, list | tuple):
-            return [self.json(v, file, f"{path}[]") for v in value]
+            return [self.json(v, file, f"{path}[]", verbatim=verbatim) for v in value]
         return value

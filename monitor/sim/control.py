@@ -345,10 +345,17 @@ class SimServer:
             time.sleep(interval)
 
     def wait_boot(self, *, after: int | None = None, timeout: float = 15.0) -> int:
-        """Wait for a boot by a dataserver other than pid ``after``; return its pid."""
+        """Wait for a boot after the boot of pid ``after`` (any boot when None); return its pid.
+
+        Only boots recorded after ``after``'s own count: while a restart is still pending, an
+        older incarnation's boot must not be mistaken for the new one.
+        """
 
         def booted() -> int | None:
-            pids = [r.pid for r in self.truth("boot") if r.pid != after]
+            pids = [r.pid for r in self.truth("boot")]
+            if after is not None and after in pids:
+                pids = pids[len(pids) - pids[::-1].index(after) :]
+            pids = [p for p in pids if p != after]
             return pids[-1] if pids else None
 
         return self.wait_for(booted, timeout)
