@@ -24,6 +24,8 @@ from collectors.process import DataserverTarget, ProcessWatch, find_dataservers,
 from monitor.agent_changes import start_change_collectors
 from monitor.config import Config, ServerConfig
 from monitor.crashes import CrashAssembler
+from monitor.dumps import DumpKeeper, watched_folders
+from monitor.dumps_agent import start_dumps
 from monitor.errors import StoreError
 from monitor.events import CollectorFailed, CollectorSucceeded, Event, ProcessExited, ProcessStarted
 from monitor.health import Health
@@ -45,6 +47,7 @@ class Agent:
         self._clock = clock
         self.health = Health()
         self.store = Store.open(state_dir)
+        self.dumps = DumpKeeper(self.store, config.dumps, clock=clock)
         self._assembler = CrashAssembler()
         self._assembler_lock = threading.Lock()
         self._writer = StoreWriter(
@@ -63,6 +66,7 @@ class Agent:
     def start(self) -> None:
         """Resume from the store and start every thread. Raises StoreError / OSError on a bad start."""
         self._rebuild_crashes()
+        self.dumps.catch_up()  # dump events committed just before a kill -9
         self._writer.start()
         servers = self.config.servers
         known = self._believed_running()
@@ -87,9 +91,17 @@ class Agent:
             self.health.register(follower.source)
             self.spawn(f"errorlog-{s.name}", self._follow(follower))
         start_change_collectors(self, servers)
+        start_dumps(self, self.dumps, self.config.dumps)
         self.spawn("crash-tick", self._tick_loop)
         if self.config.metrics.enabled:
-            collector = AseCollector(self.store, self.health, tuple(s.name for s in servers), self._dropped)
+            folders = watched_folders([(s.name, s.dump_dirs) for s in servers], self.config.dumps)
+            collector = AseCollector(
+                self.store,
+                self.health,
+                tuple(s.name for s in servers),
+                self._dropped,
+                dump_dirs=tuple(f.path for f in folders),
+            )
             m = self.config.metrics
             self.metrics = MetricsServer(
                 make_registry(collector), m.listen, m.port, m.tls_cert_file, m.tls_key_file
@@ -210,14 +222,15 @@ class Agent:
                 self._drop_logged = True
 
     def _committed(self, new: list[StoredEvent]) -> None:
-        """On the writer thread, after each commit: advance the crash records."""
+        """On the writer thread, after each commit: advance the crash records, then the dumps
+        (after the crashes, so a dump finds the crash record committed just before)."""
         relevant = [se for se in new if se.kind in _ASSEMBLER_KINDS]
-        if not relevant:
-            return
-        with self._assembler_lock:
-            rows = self._assembler.feed(relevant)
-        if rows:
-            self.store.append(Batch(ops=[UpsertCrash(r) for r in rows]))
+        if relevant:
+            with self._assembler_lock:
+                rows = self._assembler.feed(relevant)
+            if rows:
+                self.store.append(Batch(ops=[UpsertCrash(r) for r in rows]))
+        self.dumps.on_committed(new)
 
     def _tick_loop(self) -> None:
         while not self._stop.wait(0.5):

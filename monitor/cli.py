@@ -16,6 +16,7 @@ from rich.console import Console
 from monitor import __version__
 from monitor.changes_cli import register as register_changes
 from monitor.config import Config, load_config, resolve_state_dir
+from monitor.dumps_cli import crash_dumps, dump_json, dumps_group, dumps_table
 from monitor.errors import AsewatchError, ConfigError
 from monitor.store import Store
 from monitor.store_types import CrashRow
@@ -217,6 +218,7 @@ def show_cmd(crash: str, config_path: Path | None, state_dir: Path | None, as_js
 
     with open_store(state_dir, load(config_path)) as store:
         row = store.crash(int(crash) if crash.isdigit() else crash)
+        dumps = crash_dumps(store, row.id) if row is not None else []
     if row is None:
         fail(f"no crash {crash!r}; `asewatch crashes` lists them")
     block = None
@@ -225,11 +227,14 @@ def show_cmd(crash: str, config_path: Path | None, state_dir: Path | None, as_js
         block = ev if isinstance(ev, CrashBlock) else None
     if as_json:
         doc = crash_json_row(row) | {"errorlog": crash_json(block) if block else None}
+        doc["dumps"] = [dump_json(d) for d in dumps]
         click.echo(json.dumps(doc, ensure_ascii=False))
         return
     out = console()
     for view in crash_detail(row, block):
         out.print(view)
+    if dumps:
+        out.print(dumps_table(dumps, f"Dumps of crash {row.id}"))
 
 
 @cli.command("demo")
@@ -244,3 +249,6 @@ def demo_cmd(state_dir: Path | None, keep_running: bool) -> None:
 
 
 register_changes(cli)
+
+
+cli.add_command(dumps_group)

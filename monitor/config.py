@@ -45,6 +45,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from monitor.config_changes import ChangesConfig, unknown_servers
+from monitor.config_dumps import DumpsConfig, unknown_dump_servers
 from monitor.config_errors import problems_of
 from monitor.config_mda import DatabaseConfig
 from monitor.errors import ConfigError
@@ -200,6 +201,7 @@ class Config(_Section):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     database: DatabaseConfig | None = None
     changes: ChangesConfig = Field(default_factory=ChangesConfig)
+    dumps: DumpsConfig = Field(default_factory=DumpsConfig)
 
     @field_validator("servers")
     @classmethod
@@ -217,6 +219,8 @@ class Config(_Section):
                 raise _problem(f"server[{i}].name", f"server {server.name!r} is configured twice")
             seen.add(server.name)
         for key, reason in unknown_servers(self.changes, tuple(seen)):
+            raise _problem(key, reason)
+        for key, reason in unknown_dump_servers(self.dumps, tuple(seen)):
             raise _problem(key, reason)
         return self
 

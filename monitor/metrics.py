@@ -20,6 +20,7 @@ from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from monitor import __version__, metrics_changes, readmodel
+from monitor.dumps_metrics import METRICS_DUMPS, add_dump_metrics
 from monitor.health import Health
 from monitor.metricdef import Family, MetricDef
 from monitor.metrics_changes import METRICS_CHANGES
@@ -47,6 +48,7 @@ METRICS: tuple[MetricDef, ...] = (
     MetricDef("asewatch_collector_up", "gauge", ("collector",), "Whether the collector's last attempt succeeded."),
     MetricDef("asewatch_events_dropped_total", "counter", (), "Events the agent had to drop because the store's write queue was full."),
     *METRICS_CHANGES,
+    *METRICS_DUMPS,
 )  # fmt: skip
 
 _BY_NAME = {m.name: m for m in METRICS}
@@ -62,8 +64,11 @@ class AseCollector(Collector):
         health: Health | None = None,
         servers: tuple[str, ...] = (),
         dropped: Iterable[int] | None = None,
+        *,
+        dump_dirs: tuple[Path, ...] = (),
     ) -> None:
         self._store = store
+        self._dump_dirs = dump_dirs
         self._health = health or Health()
         self._servers = servers
         self._dropped = dropped
@@ -116,6 +121,7 @@ class AseCollector(Collector):
                 if v.open_files is not None:
                     fams["ase_process_open_fds"].add_metric([s], v.open_files)
             metrics_changes.add_change_metrics(r, fams)
+            add_dump_metrics(r, fams, dirs=self._dump_dirs, servers=tuple(servers))
 
 
 class MetricsServer:
