@@ -266,6 +266,8 @@ def match_target(
         names.add(hints.run.server)
     run_master = hints.run.master_device if hints.run is not None else None
     mine = [c for c in candidates if c.args.server is None or c.args.server in names]
+    if run_master is not None:  # the same name from another installation (a copy, a test, a demo)
+        mine = [c for c in mine if c.args.master_device in (None, run_master)]
     found = []
     for c in mine:
         if c.args.online_engine is None and (

@@ -71,7 +71,13 @@ class CrashAssembler:
             elif isinstance(ev, ProcessExited):
                 out += self._exit(se, ev, st)
             elif isinstance(ev, ServerShutdown) and ev.kind in ("requested", "nowait"):
-                st.shutdown_requested_at = local_epoch(ev.time)
+                at = local_epoch(ev.time)
+                st.shutdown_requested_at = at
+                # An exit stored before its shutdown lines (the agent was down, or the errorlog
+                # lagged) is the end of that shutdown, not an unclean stop.
+                st.pending_exits = [
+                    (x, q) for x, q in st.pending_exits if not at - 2.0 <= x.exit_time < at + 3600
+                ]
             elif isinstance(ev, ServerBooted):
                 st.shutdown_requested_at = None
         return out
@@ -106,7 +112,10 @@ class CrashAssembler:
         for i, (ex, seq) in enumerate(st.pending_exits):
             if t - 2.0 <= ex.exit_time <= t + self.exit_window:
                 del st.pending_exits[i]
-                return _with_exit(_block_row(se.server, b, se.seq), ex, seq)
+                joined = _with_exit(_block_row(se.server, b, se.seq), ex, seq)
+                # The exit came first: it keys the record, as it would had the grace run out
+                # (a replay without ticks in between must give the same key).
+                return replace(joined, key=f"{se.server}|{ex.key}")
         row = _block_row(se.server, b, se.seq)
         st.open_blocks.append((t, row))
         return row

@@ -65,6 +65,8 @@ def run_demo(console: Console, state_dir: Path | None = None, keep_running: bool
         config = Config(
             agent=AgentConfig(state_dir=state, log_level="WARNING"),
             server=(
+                # The RUN file ties the server to this simulator's master device: another
+                # dataserver named CLINIC1 on the host (a test, a second demo) is not ours.
                 ServerConfig(
                     name=SERVER, errorlog=sim.errorlog, run_file=sim.run_file, dump_dirs=(sim.dump_dir,)
                 ),
