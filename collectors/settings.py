@@ -24,7 +24,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
 
-from monitor.errors import SourceError
+from monitor.errors import AsewatchError, SourceError
 from monitor.events import CollectorFailed, CollectorSucceeded, Event
 from monitor.events_changes import (
     DumpConditions,
@@ -283,7 +283,10 @@ class SettingsCollector:
         """
         if self._locate_cfg is None:
             return []
-        path = self._locate_cfg()
+        try:
+            path = self._locate_cfg()
+        except AsewatchError as e:  # e.g. a RUN file not there yet: an expected, reported failure
+            raise SourceError(self.cfg_source, f"cannot locate the .cfg file: {e}") from e
         if path is None:
             raise SourceError(
                 self.cfg_source, "the .cfg file is not known (not configured, server not running)"

@@ -118,7 +118,10 @@ def _file_migrations() -> tuple[Migration, ...]:
     the same Python list. A file's number is its schema version; never edit a shipped one.
     """
     found = []
-    for res in resources.files("monitor").joinpath("migrations").iterdir():
+    folder = resources.files("monitor").joinpath("migrations")
+    if not folder.is_dir():
+        return ()
+    for res in folder.iterdir():
         m = _FILE_RE.fullmatch(res.name)
         if m:
             found.append(
