@@ -244,6 +244,11 @@ class Dataserver:
             self.truth.write("flag", name=ev.name, old=old_flag, new=ev.value, **common)
         else:
             self.state.deploy(ev.name, ev.by)
+            # What a release pipeline leaves behind: a line in its deploy log (the format
+            # collectors/deployments.py reads).
+            line = {"time": time.time(), "name": ev.name, "by": ev.by, "server": self.opts.name}
+            with self.opts.deploy_log.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(line) + "\n")
             self.truth.write("deployment", what=ev.name, **common)
 
     def call(self, workload: Workload, index: int, call: ScheduledCall) -> None:

@@ -63,6 +63,10 @@ class Layout:
         return self.workdir / "flags.json"
 
     @property
+    def deploy_log(self) -> Path:
+        return self.workdir / "deployments.jsonl"
+
+    @property
     def truth(self) -> Path:
         return self.workdir / "sim-truth.jsonl"
 

@@ -57,6 +57,11 @@ class Options:
         return self.workdir / "flags.json"
 
     @property
+    def deploy_log(self) -> Path:
+        """The release tool's deploy log: one JSON line per deployment (the ledger watches it)."""
+        return self.workdir / "deployments.jsonl"
+
+    @property
     def pidfile(self) -> Path:
         return self.workdir / f"{self.name}.pid"
 
