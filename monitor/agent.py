@@ -30,6 +30,7 @@ from monitor.errors import StoreError
 from monitor.events import CollectorFailed, CollectorSucceeded, Event, ProcessExited, ProcessStarted
 from monitor.health import Health
 from monitor.metrics import AseCollector, MetricsServer, make_registry
+from monitor.ship_agent import start_shipping
 from monitor.store import Batch, Store, StoredEvent, StoreWriter, UpsertCrash
 
 log = logging.getLogger("asewatch.agent")
@@ -92,6 +93,7 @@ class Agent:
             self.spawn(f"errorlog-{s.name}", self._follow(follower))
         start_change_collectors(self, servers)
         start_dumps(self, self.dumps, self.config.dumps)
+        self.shipper = start_shipping(self)
         self.spawn("crash-tick", self._tick_loop)
         if self.config.metrics.enabled:
             folders = watched_folders([(s.name, s.dump_dirs) for s in servers], self.config.dumps)

@@ -18,6 +18,7 @@ from monitor.changes_cli import register as register_changes
 from monitor.config import Config, load_config, resolve_state_dir
 from monitor.dumps_cli import crash_dumps, dump_json, dumps_group, dumps_table
 from monitor.errors import AsewatchError, ConfigError
+from monitor.ship_cli import register as register_ship
 from monitor.store import Store
 from monitor.store_types import CrashRow
 
@@ -249,6 +250,7 @@ def demo_cmd(state_dir: Path | None, keep_running: bool) -> None:
 
 
 register_changes(cli)
+register_ship(cli)
 
 
 cli.add_command(dumps_group)

@@ -48,6 +48,7 @@ from monitor.config_changes import ChangesConfig, unknown_servers
 from monitor.config_dumps import DumpsConfig, unknown_dump_servers
 from monitor.config_errors import problems_of
 from monitor.config_mda import DatabaseConfig
+from monitor.config_ship import ShipConfig, VendorConfig
 from monitor.errors import ConfigError
 
 __all__ = [
@@ -201,6 +202,8 @@ class Config(_Section):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     database: DatabaseConfig | None = None
     changes: ChangesConfig = Field(default_factory=ChangesConfig)
+    ship: ShipConfig = Field(default_factory=ShipConfig)
+    vendor: VendorConfig | None = None
     dumps: DumpsConfig = Field(default_factory=DumpsConfig)
 
     @field_validator("servers")

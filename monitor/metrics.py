@@ -24,6 +24,7 @@ from monitor.dumps_metrics import METRICS_DUMPS, add_dump_metrics
 from monitor.health import Health
 from monitor.metricdef import Family, MetricDef
 from monitor.metrics_changes import METRICS_CHANGES
+from monitor.ship_metrics import METRICS_SHIP, add_ship_metrics
 from monitor.signature import SIGNATURE_VERSION
 from monitor.store import Store
 
@@ -48,6 +49,7 @@ METRICS: tuple[MetricDef, ...] = (
     MetricDef("asewatch_collector_up", "gauge", ("collector",), "Whether the collector's last attempt succeeded."),
     MetricDef("asewatch_events_dropped_total", "counter", (), "Events the agent had to drop because the store's write queue was full."),
     *METRICS_CHANGES,
+    *METRICS_SHIP,
     *METRICS_DUMPS,
 )  # fmt: skip
 
@@ -121,6 +123,7 @@ class AseCollector(Collector):
                 if v.open_files is not None:
                     fams["ase_process_open_fds"].add_metric([s], v.open_files)
             metrics_changes.add_change_metrics(r, fams)
+            add_ship_metrics(r, fams)
             add_dump_metrics(r, fams, dirs=self._dump_dirs, servers=tuple(servers))
 
 
