@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from collectors.errorlog.follow import ErrorlogFollower
 from collectors.process import DataserverTarget, ProcessWatch, find_dataservers, parse_run_file
@@ -28,10 +29,14 @@ from monitor.dumps import DumpKeeper, watched_folders
 from monitor.dumps_agent import start_dumps
 from monitor.errors import StoreError
 from monitor.events import CollectorFailed, CollectorSucceeded, Event, ProcessExited, ProcessStarted
+from monitor.flightrec_agent import crash_ops, interrupt_samplers, start_mda_samplers
 from monitor.health import Health
 from monitor.metrics import AseCollector, MetricsServer, make_registry
 from monitor.ship_agent import start_shipping
-from monitor.store import Batch, Store, StoredEvent, StoreWriter, UpsertCrash
+from monitor.store import Batch, DerivedOp, Store, StoredEvent, StoreWriter
+
+if TYPE_CHECKING:
+    from collectors.mda.sampler import MdaSampler
 
 log = logging.getLogger("asewatch.agent")
 
@@ -60,6 +65,7 @@ class Agent:
         self._dropped = [0]
         self._drop_logged = False
         self.metrics: MetricsServer | None = None
+        self._samplers: list[MdaSampler] = []
         self.metrics_url: str | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -92,6 +98,7 @@ class Agent:
             self.health.register(follower.source)
             self.spawn(f"errorlog-{s.name}", self._follow(follower))
         start_change_collectors(self, servers)
+        self._samplers = start_mda_samplers(self, servers, self.config.mda)
         start_dumps(self, self.dumps, self.config.dumps)
         self.shipper = start_shipping(self)
         self.spawn("crash-tick", self._tick_loop)
@@ -127,6 +134,7 @@ class Agent:
         deadline = time.monotonic() + STOP_TIMEOUT_S
         steps: list[tuple[str, Callable[[], None]]] = [
             ("process watch", self._process_watch.stop if self._process_watch else lambda: None),
+            ("mda samplers", lambda: interrupt_samplers(self._samplers)),
             ("collector threads", lambda: self._join(deadline)),
             ("metrics server", self.metrics.stop if self.metrics else lambda: None),
             ("store writer", lambda: self._writer.stop(timeout=max(0.5, deadline - time.monotonic()))),
@@ -204,7 +212,13 @@ class Agent:
 
         return emit
 
-    def submit(self, events: Sequence[Event], positions: Mapping[str, str], server: str | None) -> None:
+    def submit(
+        self,
+        events: Sequence[Event],
+        positions: Mapping[str, str],
+        server: str | None,
+        ops: Sequence[DerivedOp] = (),
+    ) -> None:
         """Queue facts (and source positions) for the store; health events go to the health fold."""
         facts: list[tuple[str, Event]] = []
         for e in events:
@@ -213,10 +227,10 @@ class Agent:
             else:
                 who = server if server is not None else str(getattr(e, "server", ""))
                 facts.append((who, e))
-        if not facts and not positions:
+        if not facts and not positions and not ops:
             return
         try:
-            self._writer.submit(Batch(events=facts, positions=positions), timeout=1.0)
+            self._writer.submit(Batch(events=facts, positions=positions, ops=ops), timeout=1.0)
         except StoreError as e:
             self._dropped[0] += len(facts)
             if not self._drop_logged:
@@ -231,7 +245,7 @@ class Agent:
             with self._assembler_lock:
                 rows = self._assembler.feed(relevant)
             if rows:
-                self.store.append(Batch(ops=[UpsertCrash(r) for r in rows]))
+                self.store.append(Batch(ops=crash_ops(rows, self.config.mda)))
         self.dumps.on_committed(new)
 
     def _tick_loop(self) -> None:
@@ -240,7 +254,7 @@ class Agent:
                 rows = self._assembler.tick(self._clock())
             if rows:
                 try:
-                    self._writer.submit(Batch(ops=[UpsertCrash(r) for r in rows]), timeout=1.0)
+                    self._writer.submit(Batch(ops=crash_ops(rows, self.config.mda)), timeout=1.0)
                 except StoreError as e:
                     log.error("crash records: %s", e)
 
@@ -252,7 +266,7 @@ class Agent:
             rows = self._assembler.feed(self.store.events(kinds=_ASSEMBLER_KINDS))
             rows += self._assembler.tick(self._clock())
         if rows:
-            self.store.append(Batch(ops=[UpsertCrash(r) for r in rows]))
+            self.store.append(Batch(ops=crash_ops(rows, self.config.mda)))
 
     def _believed_running(self) -> list[tuple[str, int, float]]:
         running: dict[tuple[str, int, float], bool] = {}

@@ -65,7 +65,7 @@ def start_change_collectors(agent: Agent, servers: Sequence[ServerConfig]) -> No
     for f in ch.flags:
         fconnect = db_connect(agent, by_name[f.server], "flags") if f.query is not None else None
         if f.query is not None and fconnect is None:
-            log.warning("flags of %s: a query needs [database]; not collected", f.server)
+            log.warning("flags of %s: a query needs [server.database]; not collected", f.server)
             continue
         flags = FlagsCollector(
             f.server, query=f.query, connect=fconnect, path=f.file, known=known[f.server][2],
@@ -86,8 +86,8 @@ def start_change_collectors(agent: Agent, servers: Sequence[ServerConfig]) -> No
 
 
 def db_connect(agent: Agent, server: ServerConfig, collector: str) -> Callable[[], Any] | None:
-    """A login factory for one collector's own connection, or None without ``[database]``."""
-    db = agent.config.database
+    """A login factory for one collector's own connection, or None without ``[server.database]``."""
+    db = server.database
     if db is None:
         return None
     import pyodbc  # noqa: PLC0415 - only agents with a database need the driver

@@ -14,6 +14,7 @@ import click
 from rich.console import Console
 
 from monitor import __version__
+from monitor.activity_cli import register as register_activity
 from monitor.changes_cli import register as register_changes
 from monitor.config import Config, load_config, resolve_state_dir
 from monitor.dumps_cli import crash_dumps, dump_json, dumps_group, dumps_table
@@ -250,6 +251,7 @@ def demo_cmd(state_dir: Path | None, keep_running: bool) -> None:
 
 
 register_changes(cli)
+register_activity(cli)
 register_ship(cli)
 
 

@@ -47,7 +47,7 @@ from pydantic_core import PydanticCustomError
 from monitor.config_changes import ChangesConfig, unknown_servers
 from monitor.config_dumps import DumpsConfig, unknown_dump_servers
 from monitor.config_errors import problems_of
-from monitor.config_mda import DatabaseConfig
+from monitor.config_mda import DatabaseConfig, MdaConfig
 from monitor.config_ship import ShipConfig, VendorConfig
 from monitor.errors import ConfigError
 
@@ -122,6 +122,7 @@ class ServerConfig(_Section):
     pid_file: ConfigPath | None = None
     run_file: ConfigPath | None = None
     dump_dirs: tuple[ConfigPath, ...] = ()
+    database: DatabaseConfig | None = None
     host: StrictStr = Field(default_factory=socket.gethostname, min_length=1)
 
     @field_validator("name")
@@ -200,7 +201,7 @@ class Config(_Section):
     process: ProcessConfig = Field(default_factory=ProcessConfig)
     errorlog: ErrorlogConfig = Field(default_factory=ErrorlogConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
-    database: DatabaseConfig | None = None
+    mda: MdaConfig = Field(default_factory=MdaConfig)
     changes: ChangesConfig = Field(default_factory=ChangesConfig)
     ship: ShipConfig = Field(default_factory=ShipConfig)
     vendor: VendorConfig | None = None

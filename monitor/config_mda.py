@@ -141,7 +141,8 @@ class MdaConfig(_Section):
     when a read comes back more than half full. ``raw_minutes``: how long the raw ring
     keeps statements, SQL text, sessions and call stacks; ``max_raw_rows`` caps each raw
     table whatever the age. ``aggregate_days``: how long per-minute aggregates per
-    procedure are kept; ``max_aggregate_rows`` caps them. ``reconnect_initial`` and
+    procedure (and the activity frozen into crash records) are kept; ``max_aggregate_rows``
+    caps the aggregates. ``reconnect_initial`` and
     ``reconnect_backoff_max`` (s) bound the exponential back-off after a failure.
     ``statement_pipe_size`` / ``sql_text_pipe_size`` override the pipe sizes read from
     ``sysconfigures`` (used to detect probable overflow). ``freeze_window`` (s): how much

@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 
 from monitor import __version__, metrics_changes, readmodel
 from monitor.dumps_metrics import METRICS_DUMPS, add_dump_metrics
+from monitor.flightrec_metrics import METRICS_MDA, add_mda_metrics
 from monitor.health import Health
 from monitor.metricdef import Family, MetricDef
 from monitor.metrics_changes import METRICS_CHANGES
@@ -50,6 +51,7 @@ METRICS: tuple[MetricDef, ...] = (
     MetricDef("asewatch_events_dropped_total", "counter", (), "Events the agent had to drop because the store's write queue was full."),
     *METRICS_CHANGES,
     *METRICS_SHIP,
+    *METRICS_MDA,
     *METRICS_DUMPS,
 )  # fmt: skip
 
@@ -124,6 +126,7 @@ class AseCollector(Collector):
                     fams["ase_process_open_fds"].add_metric([s], v.open_files)
             metrics_changes.add_change_metrics(r, fams)
             add_ship_metrics(r, fams)
+            add_mda_metrics(r, fams)
             add_dump_metrics(r, fams, dirs=self._dump_dirs, servers=tuple(servers))
 
 

@@ -112,8 +112,7 @@ def connection_string(db: DatabaseConfig, password: str) -> str:
     """The ODBC connection string (holds the password: pass it to the driver, never keep it).
 
     >>> from monitor.config_mda import DatabaseConfig
-    >>> import os; os.environ["DOCTEST_PW"] = "x"
-    >>> db = DatabaseConfig(host="127.0.0.1", port=5000, user="mon", password_env="DOCTEST_PW")
+    >>> db = DatabaseConfig(host="127.0.0.1", port=5000, user="mon", password_env="ASE_PW")
     >>> connection_string(db, "p;w")
     'Driver=FreeTDS;Server=127.0.0.1;Port=5000;TDS_Version=5.0;UID=mon;PWD={p;w};APP=asewatch;ClientCharset=UTF-8'
     """

@@ -1,0 +1,2 @@
+-- Reads: @@version (the server's version string, for the log).
+select @@version
