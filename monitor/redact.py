@@ -19,7 +19,7 @@ where (kind, file, field and how many; never the values) for the vendor package'
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -199,23 +199,25 @@ class Redactor:
     def errorlog(self, text: str, file: str) -> str:
         """An errorlog excerpt: SQL on ``SQL causing error :`` / ``SQL Text:`` lines and their
         unprefixed continuation lines is shaped; every line is cleaned."""
-        out: list[str] = []
+        return "".join(self.errorlog_lines(text.splitlines(keepends=True), file))
+
+    def errorlog_lines(self, lines: Iterable[str], file: str) -> Iterator[str]:
+        """:meth:`errorlog` line by line (each with its line end), for logs too big to hold."""
         in_sql = False
-        for line in text.splitlines(keepends=True):
+        for line in lines:
             body = line.rstrip("\r\n")
             end = line[len(body) :]
             prefixed = _PREFIX_RE.match(body) is not None
             mark = _SQL_MARK_RE.search(body) if prefixed else None
             if mark is not None:
                 head, sql = body[: mark.end()], body[mark.end() :]
-                out.append(self.text(head, file) + self.sql(sql, file) + end)
+                yield self.text(head, file) + self.sql(sql, file) + end
                 in_sql = True
             elif in_sql and not prefixed and not _SQL_END_RE.match(body):
-                out.append(self.sql(body, file) + end)
+                yield self.sql(body, file) + end
             else:
                 in_sql = False
-                out.append(self.text(body, file) + end)
-        return "".join(out)
+                yield self.text(body, file) + end
 
     def json(self, value: Any, file: str, path: str = "", *, verbatim: frozenset[str] = frozenset()) -> Any:
         """A JSON value with every string redacted (SQL fields shaped); the log names each
