@@ -246,7 +246,7 @@ def demo_cmd(state_dir: Path | None, keep_running: bool) -> None:
     """Replay the incident on a simulated dataserver and show asewatch catching it (under 2 minutes)."""
     from monitor.demo import run_demo  # noqa: PLC0415
 
-    setup_logging("WARNING")
+    # The agent's own log goes to a file: the demo's screen is for the story.
     raise SystemExit(run_demo(console(), state_dir, keep_running))
 
 

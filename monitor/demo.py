@@ -10,36 +10,29 @@ and prints the crash groups, the stops and restarts, and the configuration chang
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import tempfile
 import threading
 import time
-from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from monitor.agent import Agent
 from monitor.config import AgentConfig, Config, ErrorlogConfig, MetricsConfig, ProcessConfig, ServerConfig
-from monitor.events import ConfigChanged, ProcessExited, ProcessStarted, ServerBooted, ServerShutdown
-from monitor.redact import personal_numbers, sql_shape
+from monitor.config_changes import ChangesConfig
+from monitor.config_mda import DatabaseConfig, MdaConfig
+from monitor.demo_report import SERVER, report
 from monitor.sim.control import SimServer
-from monitor.store_types import CrashRow
 
-SERVER = "CLINIC1"
+# The name of the variable that hands the simulator's login password to the agent.
+PASSWORD_ENV = "ASEWATCH_DEMO_PASSWORD"  # noqa: S105 - a variable name, not a password
+FLAGS_QUERY = "select name, value from imx..app_feature_flags"
 SCENARIO_SECONDS = 86.0  # the incident's length (`python -m monitor.sim plan`)
 DEADLINE_S = 150.0
-PROCEDURE = "p_brev_sok_central_utskrift"
-
-
-@dataclass
-class Outcome:
-    ok: bool
-    reason: str
 
 
 def missing_prerequisites() -> list[str]:
@@ -61,43 +54,90 @@ def run_demo(console: Console, state_dir: Path | None = None, keep_running: bool
         return 1
     with tempfile.TemporaryDirectory(prefix="asewatch-demo-") as tmp:
         state = state_dir or Path(tmp) / "state"
-        sim = SimServer(Path(tmp) / "sim", name=SERVER, scenario="incident", no_end=keep_running)
-        config = Config(
-            agent=AgentConfig(state_dir=state, log_level="WARNING"),
-            server=(
-                # The RUN file ties the server to this simulator's master device: another
-                # dataserver named CLINIC1 on the host (a test, a second demo) is not ours.
-                ServerConfig(
-                    name=SERVER, errorlog=sim.errorlog, run_file=sim.run_file, dump_dirs=(sim.dump_dir,)
-                ),
-            ),
-            process=ProcessConfig(poll_interval=0.25, sample_interval=1.0),
-            errorlog=ErrorlogConfig(quiet_period=0.3, poll_interval=0.5),
-            metrics=MetricsConfig(port=0),
+        # dump_seconds: the server keeps answering while it writes its dump, as a parallel
+        # query runs a while before it faults, so the flight recorder sees the crashing call.
+        sim = SimServer(
+            Path(tmp) / "sim",
+            name=SERVER,
+            scenario="incident",
+            no_end=keep_running,
+            tds_port=0,
+            dump_seconds=2.0,
         )
-        # The simulator first: the agent then finds the running process and reads the
-        # errorlog from its first line, so it misses nothing and has nothing to wait for.
-        agent = Agent(config, state)
+        agent: Agent | None = None
         try:
+            # The simulator first: the agent then finds the running process and reads the
+            # errorlog from its first line, so it misses nothing and has nothing to wait for.
+            log_file = _log_to_file(state)
             sim.start()
+            os.environ[PASSWORD_ENV] = sim.tds_password
+            agent = Agent(demo_config(sim, state), state)
             agent.start()
             console.print(
-                f"Simulated dataserver {SERVER} (pid {sim.pid()}) is playing the incident; "
-                f"asewatch serves {agent.metrics_url}"
+                f"Simulated dataserver {SERVER} (pid {sim.pid()}, TDS on port {sim.tds_address()[1]}) "
+                f"is playing the incident; asewatch serves {agent.metrics_url}"
             )
             _play(console, agent, sim, keep_running)
             _settle(agent)
-            outcome = _report(console, agent, sim, state, keep_running or state_dir is not None)
+            kept = keep_running or state_dir is not None
+            outcome = report(console, agent, sim.truth("crash"), state, kept)
+            if kept:
+                console.print(f"The agent's log is {log_file}")
             if keep_running:
                 _wait_for_interrupt(console, agent)
         finally:
             sim.stop()
-            agent.stop()
+            if agent is not None:
+                agent.stop()
     if not outcome.ok:
         console.print(f"[red]demo did not run as designed:[/] {outcome.reason}")
         return 1
     console.print(f"[green]{outcome.reason}[/]")
     return 0
+
+
+def _log_to_file(state: Path) -> Path:
+    """The agent's log (warnings while the simulated server crashes, doctor findings) in a file."""
+    state.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = state / "demo-agent.log"
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    return path
+
+
+def demo_config(sim: SimServer, state: Path) -> Config:
+    """The agent's config for the simulator: every collector on, short intervals."""
+    host, port = sim.tds_address()
+    database = DatabaseConfig(host=host, port=port, password_env=PASSWORD_ENV, query_timeout=3.0)
+    return Config.model_validate(
+        {
+            "agent": AgentConfig(state_dir=state, log_level="WARNING"),
+            # The RUN file ties the server to this simulator's master device: another
+            # dataserver named CLINIC1 on the host (a test, a second demo) is not ours.
+            "server": (
+                ServerConfig(
+                    name=SERVER, errorlog=sim.errorlog, run_file=sim.run_file, dump_dirs=(sim.dump_dir,),
+                    database=database,
+                ),
+            ),
+            "process": ProcessConfig(poll_interval=0.25, sample_interval=1.0),
+            "errorlog": ErrorlogConfig(quiet_period=0.3, poll_interval=0.5),
+            "metrics": MetricsConfig(port=0),
+            "mda": MdaConfig(sample_interval=1.0, reconnect_initial=0.2, reconnect_backoff_max=2.0),
+            "changes": ChangesConfig.model_validate(
+                {
+                    "settings": {"poll_interval": 2.0, "cfg_files": {SERVER: str(sim.cfg)}},
+                    "procedures": {"databases": ["imx"], "poll_interval": 2.0},
+                    "flags": [{"server": SERVER, "query": FLAGS_QUERY, "poll_interval": 1.0}],
+                    "deployments_file": str(sim.layout.deploy_log),
+                    "deployments_poll_interval": 1.0,
+                }
+            ),
+        }
+    )  # fmt: skip
 
 
 def _play(console: Console, agent: Agent, sim: SimServer, keep_running: bool) -> None:
@@ -140,82 +180,6 @@ def _settle(agent: Agent, quiet: float = 2.0) -> None:
         elif time.monotonic() - stable_since >= quiet:
             return
         time.sleep(0.2)
-
-
-def _report(console: Console, agent: Agent, sim: SimServer, state: Path, state_kept: bool) -> Outcome:
-    rows = [r for r in agent.store.crashes(SERVER) if r.kind != "unclean" or r.state != "task"]
-    truth_crashes = sim.truth("crash")
-    console.print(_groups_table(rows))
-    console.print(_timeline_table(agent))
-    if state_kept:
-        console.print(f"The store is kept in {state}: try `asewatch crashes --state-dir {state}`.")
-    console.print(f"Metrics were served at {agent.metrics_url}")
-    signatures = {r.signature for r in rows if r.kind == "signal"}
-    procedures = {r.procedure for r in rows}
-    if len(rows) != len(truth_crashes):
-        return Outcome(
-            False, f"the simulator crashed {len(truth_crashes)} times; asewatch recorded {len(rows)}"
-        )
-    if len(signatures) != 1 or procedures != {PROCEDURE}:
-        return Outcome(False, f"expected one signature in {PROCEDURE}; got {signatures} in {procedures}")
-    if not all(r.state == "crashed" and r.exit_pid for r in rows):
-        return Outcome(False, "not every crash was joined with the exit of the dataserver process")
-    return Outcome(True, f"asewatch caught all {len(rows)} crashes as one signature ({signatures.pop()}).")
-
-
-def _groups_table(rows: list[CrashRow]) -> Table:
-    t = Table(title="Crash groups")
-    for col in (
-        "signature",
-        "count",
-        "kind",
-        "procedure",
-        "SQL (literals removed)",
-        "logins",
-        "first",
-        "last",
-    ):
-        t.add_column(col, overflow="fold")
-    groups: dict[str, list[CrashRow]] = {}
-    for r in rows:
-        groups.setdefault(r.signature or r.kind or "-", []).append(r)
-    for sig, rs in sorted(groups.items(), key=lambda kv: -len(kv[1])):
-        first = rs[0]
-        sql = personal_numbers(sql_shape(first.sql))[0] if first.sql else "-"
-        times = sorted(r.time for r in rs if r.time)
-        t.add_row(
-            sig, str(len(rs)), f"{first.kind} {first.signal or ''}".strip(), first.procedure or "-", sql,
-            ", ".join(f"{k} ({n})" for k, n in Counter(r.login or "-" for r in rs).most_common()),
-            times[0].strftime("%H:%M:%S") if times else "-", times[-1].strftime("%H:%M:%S") if times else "-",
-        )  # fmt: skip
-    return t
-
-
-def _timeline_table(agent: Agent) -> Table:
-    """Stops, restarts and configuration changes, in order."""
-    t = Table(title=f"Stops, restarts and configuration changes of {SERVER}")
-    t.add_column("time")
-    t.add_column("what")
-    lines: list[tuple[float, str]] = []
-    crash_exits = {r.exit_pid for r in agent.store.crashes(SERVER) if r.exit_pid}
-    kinds = ("ProcessStarted", "ProcessExited", "ServerShutdown", "ServerBooted", "ConfigChanged")
-    for se in agent.store.events(kinds=kinds, server=SERVER):
-        e = se.event
-        if isinstance(e, ProcessStarted) and e.engine in (None, 0):
-            lines.append((e.create_time, f"dataserver started (pid {e.pid})"))
-        elif isinstance(e, ProcessExited):
-            why = "crashed" if e.pid in crash_exits else "stopped"
-            lines.append((e.exit_time, f"dataserver pid {e.pid} exited: {why}"))
-        elif isinstance(e, ServerShutdown) and e.kind != "unclean":
-            by = f" by {e.by}" if e.by else ""
-            lines.append((e.time.timestamp(), f"shutdown ({e.kind}){by}"))
-        elif isinstance(e, ConfigChanged):
-            lines.append((e.time.timestamp(), f"'{e.option}' changed by {e.by}: {e.old} -> {e.new}"))
-        elif isinstance(e, ServerBooted) and e.version:
-            lines.append((e.time.timestamp(), f"boot: {e.version.split('/')[1]}"))
-    for at, what in sorted(lines):
-        t.add_row(time.strftime("%H:%M:%S", time.localtime(at)), what)
-    return t
 
 
 def _wait_for_interrupt(console: Console, agent: Agent) -> None:
