@@ -19,6 +19,7 @@ from monitor.changes_cli import register as register_changes
 from monitor.config import Config, load_config, resolve_state_dir
 from monitor.dumps_cli import crash_dumps, dump_json, dumps_group, dumps_table
 from monitor.errors import AsewatchError, ConfigError
+from monitor.package_cli import package_cmd
 from monitor.ship_cli import register as register_ship
 from monitor.store import Store
 from monitor.store_types import CrashRow
@@ -253,6 +254,7 @@ def demo_cmd(state_dir: Path | None, keep_running: bool) -> None:
 register_changes(cli)
 register_activity(cli)
 register_ship(cli)
+cli.add_command(package_cmd)
 
 
 cli.add_command(dumps_group)

@@ -48,6 +48,7 @@ from monitor.config_changes import ChangesConfig, unknown_servers
 from monitor.config_dumps import DumpsConfig, unknown_dump_servers
 from monitor.config_errors import problems_of
 from monitor.config_mda import DatabaseConfig, MdaConfig
+from monitor.config_package import PackageConfig
 from monitor.config_ship import ShipConfig, VendorConfig
 from monitor.errors import ConfigError
 
@@ -204,6 +205,7 @@ class Config(_Section):
     mda: MdaConfig = Field(default_factory=MdaConfig)
     changes: ChangesConfig = Field(default_factory=ChangesConfig)
     ship: ShipConfig = Field(default_factory=ShipConfig)
+    package: PackageConfig = Field(default_factory=PackageConfig)
     vendor: VendorConfig | None = None
     dumps: DumpsConfig = Field(default_factory=DumpsConfig)
 
