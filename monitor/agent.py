@@ -32,6 +32,7 @@ from monitor.events import CollectorFailed, CollectorSucceeded, Event, ProcessEx
 from monitor.flightrec_agent import crash_ops, interrupt_samplers, start_mda_samplers
 from monitor.health import Health
 from monitor.metrics import AseCollector, MetricsServer, make_registry
+from monitor.package_auto import AutoPackager
 from monitor.ship_agent import start_shipping
 from monitor.store import Batch, DerivedOp, Store, StoredEvent, StoreWriter
 
@@ -101,6 +102,9 @@ class Agent:
         self._samplers = start_mda_samplers(self, servers, self.config.mda)
         start_dumps(self, self.dumps, self.config.dumps)
         self.shipper = start_shipping(self)
+        on_built = self.shipper.package_ready if self.shipper is not None else None
+        packager = AutoPackager(self.store, self.config, self.health, on_built=on_built)
+        self.spawn("packager", lambda: packager.run(self._stop))
         self.spawn("crash-tick", self._tick_loop)
         if self.config.metrics.enabled:
             folders = watched_folders([(s.name, s.dump_dirs) for s in servers], self.config.dumps)

@@ -71,7 +71,8 @@ def run_demo(console: Console, state_dir: Path | None = None, keep_running: bool
             log_file = _log_to_file(state)
             sim.start()
             os.environ[PASSWORD_ENV] = sim.tds_password
-            agent = Agent(demo_config(sim, state), state)
+            inbox = state.parent / "vendor-inbox" if state_dir is None else state / "vendor-inbox"
+            agent = Agent(demo_config(sim, state, inbox), state)
             agent.start()
             console.print(
                 f"Simulated dataserver {SERVER} (pid {sim.pid()}, TDS on port {sim.tds_address()[1]}) "
@@ -80,7 +81,10 @@ def run_demo(console: Console, state_dir: Path | None = None, keep_running: bool
             _play(console, agent, sim, keep_running)
             _settle(agent)
             kept = keep_running or state_dir is not None
-            outcome = report(console, agent, sim.truth("crash"), state, kept)
+            _wait_for_packages(agent, len(sim.truth("crash")))
+            outcome = report(
+                console, agent, truth_crashes=sim.truth("crash"), state=state, state_kept=kept, inbox=inbox
+            )
             if kept:
                 console.print(f"The agent's log is {log_file}")
             if keep_running:
@@ -108,8 +112,9 @@ def _log_to_file(state: Path) -> Path:
     return path
 
 
-def demo_config(sim: SimServer, state: Path) -> Config:
-    """The agent's config for the simulator: every collector on, short intervals."""
+def demo_config(sim: SimServer, state: Path, inbox: Path) -> Config:
+    """The agent's config for the simulator: every collector on, short intervals, packages
+    shipped to the directory ``inbox``."""
     host, port = sim.tds_address()
     database = DatabaseConfig(host=host, port=port, password_env=PASSWORD_ENV, query_timeout=3.0)
     return Config.model_validate(
@@ -127,6 +132,13 @@ def demo_config(sim: SimServer, state: Path) -> Config:
             "errorlog": ErrorlogConfig(quiet_period=0.3, poll_interval=0.5),
             "metrics": MetricsConfig(port=0),
             "mda": MdaConfig(sample_interval=1.0, reconnect_initial=0.2, reconnect_backoff_max=2.0),
+            # The vendor's inbox stands in as a directory target: every package lands there.
+            "ship": {"target": [{"name": "vendor-inbox", "kind": "directory", "path": str(inbox)}],
+                     "scan_interval": 1.0, "retry_initial": 1.0, "retry_jitter": 0.5},
+            "vendor": {
+                "name": "SAP", "customer_number": "0001234567", "contract_id": "DEMO-SUPPORT-1",
+                "contact_name": "DBA on call", "contact_email": "dba-jour@region.example",
+            },
             "changes": ChangesConfig.model_validate(
                 {
                     "settings": {"poll_interval": 2.0, "cfg_files": {SERVER: str(sim.cfg)}},
@@ -180,6 +192,17 @@ def _settle(agent: Agent, quiet: float = 2.0) -> None:
         elif time.monotonic() - stable_since >= quiet:
             return
         time.sleep(0.2)
+
+
+def _wait_for_packages(agent: Agent, crashes: int, timeout: float = 45.0) -> None:
+    """Each crash is packaged once its dump is finished, then shipped: wait for that (bounded)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with agent.store.reader() as r:
+            shipped = r.query("SELECT COUNT(*) FROM ship_packages WHERE done_at IS NOT NULL")
+        if shipped and int(shipped[0][0]) >= crashes:
+            return
+        time.sleep(0.5)
 
 
 def _wait_for_interrupt(console: Console, agent: Agent) -> None:

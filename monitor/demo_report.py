@@ -7,6 +7,7 @@ groups, the change list and the stops and restarts.
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from collections.abc import Mapping
@@ -32,6 +33,7 @@ SERVER = "CLINIC1"
 PROCEDURE = "p_brev_sok_central_utskrift"
 FLAG = "brevutskrift_central_search"
 CHANGE_KINDS = ("deployment", "flag", "config", "procedures")
+_PNR = re.compile(r"\d{8}-\d{4}")
 
 
 @dataclass
@@ -41,21 +43,35 @@ class Outcome:
 
 
 def report(
-    console: Console, agent: Agent, truth_crashes: list[TruthRecord], state: Path, state_kept: bool
+    console: Console,
+    agent: Agent,
+    *,
+    truth_crashes: list[TruthRecord],
+    state: Path,
+    state_kept: bool,
+    inbox: Path,
 ) -> Outcome:
     """Print the tables; return whether asewatch found what the simulator did."""
     rows = agent.store.crashes(SERVER)
     with agent.store.reader() as r:
         changes = [c for c in ledger(r, server=SERVER) if c.kind in CHANGE_KINDS]
         frozen = {row.key: frozen_activity(r, row.key) for row in rows}
+        shipped = {
+            pid for (pid,) in r.query("SELECT package_id FROM ship_packages WHERE done_at IS NOT NULL")
+        }
+    packages = {row.key: agent.store.get_state(f"package:{row.key}") for row in rows}
     console.print(_crashes_table(rows, frozen, changes))
+    console.print(_packages_table(rows, packages, shipped, inbox))
     console.print(_groups_table(rows))
     console.print(_changes_table(changes))
     console.print(_timeline_table(agent))
     if state_kept:
         console.print(f"The store is kept in {state}: try `asewatch crashes --state-dir {state}`.")
     console.print(f"Metrics were served at {agent.metrics_url}")
-    return _verdict(rows, truth_crashes, changes)
+    outcome = _verdict(rows, truth_crashes, changes)
+    if outcome.ok:
+        outcome = _package_verdict(rows, packages, shipped, inbox, truth_crashes) or outcome
+    return outcome
 
 
 def _verdict(rows: list[CrashRow], truth: list[TruthRecord], changes: list[LedgerRow]) -> Outcome:
@@ -78,6 +94,44 @@ def _verdict(rows: list[CrashRow], truth: list[TruthRecord], changes: list[Ledge
         f"asewatch caught all {len(rows)} crashes as one signature ({signatures.pop()}) in {PROCEDURE}, "
         f"after the upgrade, the flag {FLAG} and max parallel degree 1 -> 4.",
     )
+
+
+def _package_verdict(
+    rows: list[CrashRow],
+    packages: Mapping[str, str | None],
+    shipped: set[str],
+    inbox: Path,
+    truth: list[TruthRecord],
+) -> Outcome | None:
+    """None when every crash's package reached the inbox with no personal number outside the dumps."""
+    missing = [r.id for r in rows if packages.get(r.key) not in shipped]
+    if missing:
+        return Outcome(False, f"crashes {missing} were not packaged and shipped to {inbox}")
+    numbers = {n for t in truth for n in _PNR.findall(str(t.get("sql") or ""))}
+    for f in inbox.rglob("*"):
+        if f.is_file() and not f.name.endswith((".zst", ".age")):
+            text = f.read_text(errors="replace")
+            leaked = [n for n in numbers if n in text]
+            if leaked:
+                return Outcome(False, f"{f} holds a personal identity number from the workload")
+    return None
+
+
+def _packages_table(
+    rows: list[CrashRow], packages: Mapping[str, str | None], shipped: set[str], inbox: Path
+) -> Table:
+    t = Table(title=f"Vendor packages (redacted, checksummed; shipped to {inbox})")
+    for col in ("crash", "time", "package", "files", "shipped"):
+        t.add_column(col, overflow="fold")
+    for r in sorted(rows, key=lambda x: x.time or datetime.min):
+        pid = packages.get(r.key)
+        folder = inbox / pid if pid else None
+        files = sorted(p.name for p in folder.iterdir()) if folder is not None and folder.is_dir() else []
+        t.add_row(
+            str(r.id), (r.time or datetime.min).strftime("%H:%M:%S"), pid or "-", ", ".join(files) or "-",
+            "yes" if pid in shipped else "no",
+        )  # fmt: skip
+    return t
 
 
 def _describe(c: LedgerRow) -> str:
