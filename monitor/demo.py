@@ -27,6 +27,7 @@ from monitor.config_changes import ChangesConfig
 from monitor.config_mda import DatabaseConfig, MdaConfig
 from monitor.demo_report import SERVER, report
 from monitor.sim.control import SimServer
+from monitor.sim.options import DEFAULT_DUMP_SIZE
 
 # The name of the variable that hands the simulator's login password to the agent.
 PASSWORD_ENV = "ASEWATCH_DEMO_PASSWORD"  # noqa: S105 - a variable name, not a password
@@ -72,6 +73,7 @@ def run_demo(console: Console, state_dir: Path | None = None, keep_running: bool
             sim.start()
             os.environ[PASSWORD_ENV] = sim.tds_password
             inbox = state.parent / "vendor-inbox" if state_dir is None else state / "vendor-inbox"
+            inbox.mkdir(parents=True, exist_ok=True, mode=0o700)  # a directory target must exist
             agent = Agent(demo_config(sim, state, inbox), state)
             agent.start()
             console.print(
@@ -132,6 +134,8 @@ def demo_config(sim: SimServer, state: Path, inbox: Path) -> Config:
             "errorlog": ErrorlogConfig(quiet_period=0.3, poll_interval=0.5),
             "metrics": MetricsConfig(port=0),
             "mda": MdaConfig(sample_interval=1.0, reconnect_initial=0.2, reconnect_backoff_max=2.0),
+            # A complete shared-memory dump of the simulator has this size: a smaller one is truncated.
+            "dumps": {"settle_seconds": 1.0, "expected_bytes": {SERVER: DEFAULT_DUMP_SIZE}},
             # The vendor's inbox stands in as a directory target: every package lands there.
             "ship": {"target": [{"name": "vendor-inbox", "kind": "directory", "path": str(inbox)}],
                      "scan_interval": 1.0, "retry_initial": 1.0, "retry_jitter": 0.5},
