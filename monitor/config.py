@@ -29,10 +29,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import (
-    AfterValidator,
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     StrictBool,
     StrictInt,
@@ -50,6 +47,7 @@ from monitor.config_errors import problems_of
 from monitor.config_mda import DatabaseConfig, MdaConfig
 from monitor.config_package import PackageConfig
 from monitor.config_ship import ShipConfig, VendorConfig
+from monitor.config_types import ConfigPath, Seconds, Section
 from monitor.errors import ConfigError
 
 __all__ = [
@@ -66,14 +64,6 @@ __all__ = [
 ]
 
 
-def _resolve(value: Path, info: ValidationInfo) -> Path:
-    value = value.expanduser()
-    base = info.context.get("base") if isinstance(info.context, dict) else None
-    return value if value.is_absolute() or base is None else Path(base) / value
-
-
-ConfigPath = Annotated[Path, AfterValidator(_resolve)]
-Seconds = Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)]
 LogLevel = Annotated[
     Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
     BeforeValidator(lambda v: v.upper() if isinstance(v, str) else v),
@@ -90,11 +80,7 @@ def _problem(key: str, reason: str) -> PydanticCustomError:
     return PydanticCustomError("asewatch", "{reason}", {"key": key, "reason": reason})
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class AgentConfig(_Section):
+class AgentConfig(Section):
     """``[agent]``: the agent itself.
 
     ``state_dir``: where the store (``asewatch.db``) lives; None means the per-user
@@ -108,7 +94,7 @@ class AgentConfig(_Section):
     log_level: LogLevel = "INFO"
 
 
-class ServerConfig(_Section):
+class ServerConfig(Section):
     """``[[server]]``: one ASE server on this host.
 
     ``name``: the server name as in ``dataserver -sNAME`` (letters, digits, ``_``).
@@ -134,7 +120,7 @@ class ServerConfig(_Section):
         return value
 
 
-class ProcessConfig(_Section):
+class ProcessConfig(Section):
     """``[process]``: ``poll_interval`` (s) between process checks; ``sample_interval`` (s)
     between resource samples of a running server."""
 
@@ -142,7 +128,7 @@ class ProcessConfig(_Section):
     sample_interval: Seconds = 5.0
 
 
-class ErrorlogConfig(_Section):
+class ErrorlogConfig(Section):
     """``[errorlog]``: ``poll_interval`` (s) between reads when not woken by file events;
     ``quiet_period`` (s): a crash block being written is emitted after this much quiet;
     ``use_watchdog``: wake on file-system events (inotify) instead of polling only."""
@@ -152,7 +138,7 @@ class ErrorlogConfig(_Section):
     use_watchdog: StrictBool = True
 
 
-class MetricsConfig(_Section):
+class MetricsConfig(Section):
     """``[metrics]``: the Prometheus ``/metrics`` endpoint.
 
     ``listen``: address to bind (IP or host name); ``port``: 0..65535, 0 picks a free
@@ -194,7 +180,7 @@ class MetricsConfig(_Section):
         return self
 
 
-class Config(_Section):
+class Config(Section):
     """The whole config. ``servers`` is the TOML's ``[[server]]`` array (pass it as ``server=``)."""
 
     agent: AgentConfig = Field(default_factory=AgentConfig)

@@ -29,17 +29,15 @@ from pathlib import Path
 from typing import Annotated
 
 from pydantic import (
-    AfterValidator,
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     StrictBool,
     StrictStr,
-    ValidationInfo,
     field_validator,
     model_validator,
 )
+
+from monitor.config_types import ConfigPath, Seconds, Section
 
 __all__ = [
     "ChangesConfig",
@@ -52,27 +50,12 @@ __all__ = [
 _DATABASE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
 
 
-def _resolve(value: Path, info: ValidationInfo) -> Path:
-    # The same rule as monitor/config.py: relative to the config file's folder.
-    value = value.expanduser()
-    base = info.context.get("base") if isinstance(info.context, dict) else None
-    return value if value.is_absolute() or base is None else Path(base) / value
-
-
-ConfigPath = Annotated[Path, AfterValidator(_resolve)]
-Seconds = Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)]
-
-
 def _pairs(value: object) -> object:
     # A TOML table {server = path}, kept as pairs: the config stays hashable (frozen).
     return tuple(value.items()) if isinstance(value, dict) else value
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class SettingsConfig(_Section):
+class SettingsConfig(Section):
     """``[changes.settings]``: server configuration.
 
     ``enabled``: read sysconfigures/syscurconfigs (servers with a database connection).
@@ -92,7 +75,7 @@ class SettingsConfig(_Section):
         return dict(self.cfg_files).get(server)
 
 
-class ProceduresConfig(_Section):
+class ProceduresConfig(Section):
     """``[changes.procedures]``: fingerprint the procedures of ``databases`` (none: off) every
     ``poll_interval`` s, on every server with a database connection."""
 
@@ -108,7 +91,7 @@ class ProceduresConfig(_Section):
         return value
 
 
-class FlagSourceConfig(_Section):
+class FlagSourceConfig(Section):
     """``[[changes.flags]]``: one server's application flags, from ``query`` (run on the
     server's database connection; it must return ``(name, value)`` rows) or ``file``
     (JSON object ``{"flag": value}``; YAML with PyYAML installed). ``poll_interval`` in s."""
@@ -132,7 +115,7 @@ class FlagSourceConfig(_Section):
         return self
 
 
-class ChangesConfig(_Section):
+class ChangesConfig(Section):
     """``[changes]``: what the change ledger tracks besides the errorlog.
 
     ``deployments_file``: JSON lines of deployments to watch (None: only ``asewatch change

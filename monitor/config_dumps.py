@@ -27,17 +27,16 @@ from typing import Annotated
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     StrictBool,
     StrictInt,
     StrictStr,
-    ValidationInfo,
     field_validator,
     model_validator,
 )
+
+from monitor.config_types import ConfigPath, Seconds, Section
 
 __all__ = [
     "CORE_PATTERNS",
@@ -54,13 +53,6 @@ CORE_PATTERNS: tuple[str, ...] = ("core", "core.*", "*.core", "*.dmp")
 _SERVER_NAME = re.compile(r"[A-Za-z0-9_]+")
 
 
-def _resolve(value: Path, info: ValidationInfo) -> Path:
-    # As monitor.config does: relative to the config file's folder, ~ expanded.
-    value = value.expanduser()
-    base = info.context.get("base") if isinstance(info.context, dict) else None
-    return value if value.is_absolute() or base is None else Path(base) / value
-
-
 def _pattern(value: str) -> str:
     # A pattern matches a name inside the folder: it must never reach another folder.
     if not value or "/" in value or "\0" in value or value in (".", ".."):
@@ -68,16 +60,10 @@ def _pattern(value: str) -> str:
     return value
 
 
-ConfigPath = Annotated[Path, AfterValidator(_resolve)]
-Seconds = Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)]
 NonNegSeconds = Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)]
 Pattern = Annotated[StrictStr, AfterValidator(_pattern)]
 Count = Annotated[StrictInt, Field(ge=0)]
 Bytes = Annotated[StrictInt, Field(ge=0)]
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 def _pairs(value: object) -> object:
@@ -91,7 +77,7 @@ def _no_dotdot(value: Path) -> Path:
     return value
 
 
-class DumpFolderConfig(_Section):
+class DumpFolderConfig(Section):
     """``[[dumps.folder]]``: one more folder to watch.
 
     ``path``: the folder (not searched recursively). ``server``: the server its dumps
@@ -115,7 +101,7 @@ class DumpFolderConfig(_Section):
         return value
 
 
-class DumpsConfig(_Section):
+class DumpsConfig(Section):
     """``[dumps]``: how dump files are watched, judged, attached and kept.
 
     Watching: ``settle_seconds`` a file must stay unchanged (with no writer) before it is

@@ -20,37 +20,22 @@ from pathlib import Path
 from typing import Annotated
 
 from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
     Field,
     StrictBool,
     StrictInt,
     StrictStr,
-    ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from monitor.config_types import ConfigPath, Seconds, Section
+
 __all__ = ["DatabaseConfig", "MdaConfig", "check_password_file"]
 
 
-def _resolve(value: Path, info: ValidationInfo) -> Path:
-    # As monitor.config does: relative to the config file's folder, ~ expanded.
-    value = value.expanduser()
-    base = info.context.get("base") if isinstance(info.context, dict) else None
-    return value if value.is_absolute() or base is None else Path(base) / value
-
-
-ConfigPath = Annotated[Path, AfterValidator(_resolve)]
-Seconds = Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)]
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Characters that would end an ODBC attribute or break the string's braces.
 _ODBC_UNSAFE = re.compile(r"[;{}=\x00]")
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 def check_password_file(path: Path) -> str | None:
@@ -76,7 +61,7 @@ def check_password_file(path: Path) -> str | None:
     return None
 
 
-class DatabaseConfig(_Section):
+class DatabaseConfig(Section):
     """``[database]``: how the agent logs in to ASE for the MDA tables (read-only, autocommit).
 
     Either ``dsn`` (an odbc.ini data source) or ``host`` + ``port`` with ``driver``
@@ -134,7 +119,7 @@ class DatabaseConfig(_Section):
         return self
 
 
-class MdaConfig(_Section):
+class MdaConfig(Section):
     """``[mda]``: the sampler and the flight recorder.
 
     ``sample_interval`` (s) between reads of the pipe tables; the sampler reads sooner

@@ -30,17 +30,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
+    BeforeValidator,
     Field,
     StrictBool,
     StrictInt,
     StrictStr,
-    ValidationInfo,
     field_validator,
     model_validator,
 )
+
+from monitor.config_types import ConfigPath, Section
 
 __all__ = [
     "EncryptionConfig",
@@ -55,16 +54,6 @@ __all__ = [
 
 MiB = 1024 * 1024
 _PATTERN_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,39}")
-
-
-def _resolve(value: Path, info: ValidationInfo) -> Path:
-    # The same rule as monitor/config.py: relative to the config file's folder.
-    value = value.expanduser()
-    base = info.context.get("base") if isinstance(info.context, dict) else None
-    return value if value.is_absolute() or base is None else Path(base) / value
-
-
-ConfigPath = Annotated[Path, AfterValidator(_resolve)]
 
 
 def parse_recipient(text: str) -> Any:
@@ -83,11 +72,7 @@ def parse_recipient(text: str) -> Any:
     raise ValueError(f"{text[:24]!r}: not an age public key (age1...) or an SSH public key")
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class EncryptionConfig(_Section):
+class EncryptionConfig(Section):
     """``[package.encryption]``: seal what leaves the host with age.
 
     ``recipients``: age public keys (``age1...``) or SSH public keys of whoever may open
@@ -114,16 +99,22 @@ class EncryptionConfig(_Section):
         return self
 
 
-class RedactConfig(_Section):
+def _pairs(value: object) -> object:
+    # A TOML table {name = regex}, kept as pairs.
+    return tuple(value.items()) if isinstance(value, dict) else value
+
+
+class RedactConfig(Section):
     """``[package.redact]``: ``patterns`` maps a name to a regular expression; every match in
     the package (outside the dumps) becomes ``<name>``, on top of the built-in rules."""
 
-    patterns: dict[StrictStr, StrictStr] = Field(default_factory=dict)
+    # Kept as (name, regex) pairs, not a dict: the config stays hashable (frozen).
+    patterns: Annotated[tuple[tuple[StrictStr, StrictStr], ...], BeforeValidator(_pairs)] = ()
 
     @field_validator("patterns")
     @classmethod
-    def _compile(cls, value: dict[str, str]) -> dict[str, str]:
-        for name, rx in value.items():
+    def _compile(cls, value: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+        for name, rx in value:
             if not _PATTERN_NAME.fullmatch(name):
                 raise ValueError(f"pattern name {name!r}: use letters, digits and _ (a letter first)")
             try:
@@ -137,7 +128,7 @@ class RedactConfig(_Section):
         return value
 
 
-class PackageConfig(_Section):
+class PackageConfig(Section):
     """``[package]``: what goes into a vendor package and how it is built.
 
     ``out_dir``: where packages are written (default ``<state_dir>/packages``).

@@ -36,22 +36,20 @@ import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from datetime import time as dtime
-from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
-    ConfigDict,
     Field,
     StrictBool,
     StrictInt,
     StrictStr,
-    ValidationInfo,
     field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
+
+from monitor.config_types import ConfigPath, Seconds, Section
 
 __all__ = [
     "DirectoryTargetConfig",
@@ -65,15 +63,6 @@ __all__ = [
 ]
 
 
-def _resolve(value: Path, info: ValidationInfo) -> Path:
-    # The same rule as monitor/config.py: relative to the config file's folder.
-    value = value.expanduser()
-    base = info.context.get("base") if isinstance(info.context, dict) else None
-    return value if value.is_absolute() or base is None else Path(base) / value
-
-
-ConfigPath = Annotated[Path, AfterValidator(_resolve)]
-Seconds = Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)]
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _HHMM = re.compile(r"([01]?\d|2[0-3]):([0-5]\d)")
@@ -143,11 +132,7 @@ def _window(value: str | None) -> str | None:
 Window = Annotated[StrictStr | None, AfterValidator(_window)]
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class _TargetBase(_Section):
+class _TargetBase(Section):
     """Settings every target has. ``name`` labels metrics and the store (letters, digits,
     ``_.-``); ``bandwidth`` caps bytes/s (0: no cap); ``window`` overrides ``[ship] window``
     for this target; ``timeout`` (s) bounds each network wait."""
@@ -242,7 +227,7 @@ TargetConfig = Annotated[
 ]
 
 
-class ShipConfig(_Section):
+class ShipConfig(Section):
     """``[ship]``: the spool and the targets (``[[ship.target]]``).
 
     ``spool_dir``: where finished packages appear (None: ``<state_dir>/spool``).
@@ -291,7 +276,7 @@ class ShipConfig(_Section):
         return None if text is None else parse_window(text)
 
 
-class VendorConfig(_Section):
+class VendorConfig(Section):
     """``[vendor]``: who gets the dumps, and under which contract. ``doctor`` checks that the
     contact and contract are filled in and that ``contract_end`` is more than
     ``contract_warn_days`` away; the metrics export ``contract_end``; packages state it

@@ -177,7 +177,7 @@ def _build(job: _Job, progress: Any) -> tuple[dict[str, Any], list[FileEntry]]:
     c, cfg, recipients = job.c, job.cfg, job.recipients
     sealed = cfg.encryption.scope == "package" and bool(recipients)
     content = private_dir(job.folder / "content") if sealed else job.folder
-    redactor = Redactor(cfg.redact.patterns)
+    redactor = Redactor(dict(cfg.redact.patterns))
     files, parts = write_metadata(content, c, redactor, cfg)
     packed = _pack_dumps(content, job.refs, [] if sealed else recipients, cfg, progress)
     files += [FileEntry(f"dumps/{p.name}", p.stored_bytes, p.stored_sha256, "dump") for p, _ in packed]
