@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 
 .PHONY: demo test setup system lint typecheck pytest bench clean
 
-demo: setup  ## Run the incident demo on the simulated dataserver
+demo: system setup  ## Run the incident demo on the simulated dataserver (installs FreeTDS + unixODBC first)
 	$(BIN)/asewatch demo
 
 test: system setup lint typecheck pytest  ## Set up everything and run every check
