@@ -18,21 +18,10 @@ from typing import Any
 import click
 from rich.table import Table
 
+from monitor.cli_options import CONFIG as _CONFIG
+from monitor.cli_options import STATE_DIR as _STATE_DIR
 from monitor.flightrec_read import ActivityRow, FrozenActivity, frozen_activity, recent_activity
 from monitor.store_types import CrashRow
-
-_STATE_DIR = click.option(
-    "--state-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Where the store lives (default: the config's [agent] state_dir, else the per-user state folder).",
-)
-_CONFIG = click.option(
-    "-c",
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The TOML config file.",
-)
 
 
 def _iso(t: float | None) -> str | None:

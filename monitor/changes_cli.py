@@ -32,6 +32,7 @@ from typing import NoReturn
 import click
 
 from monitor import readmodel
+from monitor.cli_options import CONFIG, STATE_DIR
 from monitor.config import Config, load_config, resolve_state_dir
 from monitor.errors import ConfigError
 from monitor.events_changes import Deployment
@@ -40,18 +41,6 @@ from monitor.store import Batch, Store
 
 _KINDS = ("deployment", "version", "config", "flag", "procedures", "procedure", "dump conditions")
 
-STATE_DIR = click.option(
-    "--state-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Where the store lives (default: the config's [agent] state_dir, else the per-user state folder).",
-)
-CONFIG = click.option(
-    "-c",
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The TOML config file.",
-)
 SINCE = click.option("--since", metavar="TIME", help="Leave out changes before this local time (ISO 8601).")
 SERVER = click.option("--server", help="Only this server.")
 KIND = click.option(

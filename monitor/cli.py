@@ -16,6 +16,7 @@ from rich.console import Console
 from monitor import __version__
 from monitor.activity_cli import register as register_activity
 from monitor.changes_cli import register as register_changes
+from monitor.cli_options import CONFIG, STATE_DIR
 from monitor.config import Config, load_config, resolve_state_dir
 from monitor.dumps_cli import crash_dumps, dump_json, dumps_group, dumps_table
 from monitor.errors import AsewatchError, ConfigError
@@ -87,19 +88,6 @@ def errorlog_cmd(files: tuple[Path, ...], as_json: bool, since: str | None) -> N
 
 
 # --------------------------------------------------------------------------- shared options
-
-STATE_DIR = click.option(
-    "--state-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Where the store lives (default: the config's [agent] state_dir, else the per-user state folder).",
-)
-CONFIG = click.option(
-    "-c",
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The TOML config file.",
-)
 
 
 def load(config_path: Path | None, *, require_server: bool = False) -> Config | None:

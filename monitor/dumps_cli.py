@@ -23,16 +23,12 @@ from typing import Any
 import click
 from rich.table import Table
 
+from monitor.cli_options import STATE_DIR as _STATE_DIR
 from monitor.config_dumps import DumpsConfig
 from monitor.dumps_read import DumpRow, dumps_of_crash, list_dumps
 from monitor.dumps_retention import RetentionReport, enforce
 from monitor.store import Store
 
-_STATE_DIR = click.option(
-    "--state-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Where the store lives (default: the config's [agent] state_dir, else the per-user state folder).",
-)
 _CONFIG = click.option(
     "-c",
     "--config",

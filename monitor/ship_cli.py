@@ -21,6 +21,7 @@ from typing import Any, NoReturn
 import click
 from pydantic import BaseModel, ValidationError
 
+from monitor.cli_options import CONFIG, STATE_DIR
 from monitor.config import Config, load_config, resolve_state_dir
 from monitor.config_errors import problems_of
 from monitor.config_package import package_config_of, validate_package_section
@@ -119,20 +120,6 @@ def _store(state_dir: Path | None, settings: Settings | None) -> Store:
     if not (path / "asewatch.db").exists():
         _fail(f"no asewatch store in {path} (start the agent, or pass --state-dir)")
     return Store.open(path)
-
-
-STATE_DIR = click.option(
-    "--state-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Where the store lives (default: the config's [agent] state_dir, else the per-user state folder).",
-)
-CONFIG = click.option(
-    "-c",
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The TOML config file.",
-)
 
 
 # --------------------------------------------------------------------------- ship
