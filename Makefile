@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
-system:  ## Debian packages the integration tests use (prometheus, FreeTDS ODBC, OpenSSH, zstd)
+system:  ## Debian packages the agent and the tests use (prometheus, FreeTDS ODBC, OpenSSH, zstd, age, openssl)
 	scripts/install-system-packages
 
 lint:
