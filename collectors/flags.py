@@ -20,30 +20,16 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from monitor.errors import SourceError
 from monitor.events import CollectorFailed, CollectorSucceeded, Event
 from monitor.events_changes import FlagChanged, FlagSource
+from monitor.sqlfiles import Connection
 
 log = logging.getLogger("asewatch.flags")
 
 Emit = Callable[[Sequence[Event], Mapping[str, str]], None]
-
-
-class Cursor(Protocol):
-    """The part of a DB-API cursor (pyodbc's) the collector uses."""
-
-    def execute(self, sql: str) -> object: ...
-    def fetchall(self) -> Sequence[Sequence[Any]]: ...
-    def close(self) -> None: ...
-
-
-class Connection(Protocol):
-    """The part of a DB-API connection the collector uses (``autocommit=True`` expected)."""
-
-    def cursor(self) -> Cursor: ...
-    def close(self) -> None: ...
 
 
 def flag_text(value: object) -> str | None:

@@ -14,15 +14,13 @@ what changed while it was down is reported.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
 import re
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from importlib import resources
-from typing import Any, Protocol
+from typing import Any
 
 from monitor.errors import SourceError
 from monitor.events import CollectorFailed, CollectorSucceeded, Event
@@ -32,6 +30,7 @@ from monitor.events_changes import (
     ProcedureChanged,
     ProcedureChangeSummary,
 )
+from monitor.sqlfiles import Connection, load_sql
 
 log = logging.getLogger("asewatch.procedures")
 
@@ -40,26 +39,9 @@ DATABASE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
 IDS_PER_QUERY = 100  # object ids per syscomments query: short statements, few round trips
 
 
-class Cursor(Protocol):
-    """The part of a DB-API cursor (pyodbc's) the collector uses."""
-
-    def execute(self, sql: str) -> object: ...
-    def fetchall(self) -> Sequence[Sequence[Any]]: ...
-    def close(self) -> None: ...
-
-
-class Connection(Protocol):
-    """The part of a DB-API connection the collector uses (``autocommit=True`` expected)."""
-
-    def cursor(self) -> Cursor: ...
-    def close(self) -> None: ...
-
-
-@functools.cache
 def sql(name: str) -> str:
     """The statement in ``collectors/sql_settings/<name>.sql`` without its comment lines."""
-    text = resources.files("collectors").joinpath("sql_settings", f"{name}.sql").read_text("utf-8")
-    return "\n".join(ln for ln in text.splitlines() if not ln.lstrip().startswith("--")).strip()
+    return load_sql("collectors", "sql_settings", name)
 
 
 def normalize(text: str) -> str:

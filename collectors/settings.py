@@ -15,12 +15,10 @@ change ledger joins the two.
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -33,6 +31,7 @@ from monitor.events_changes import (
     SettingsSnapshot,
     SettingValue,
 )
+from monitor.sqlfiles import load_sql
 
 log = logging.getLogger("asewatch.settings")
 
@@ -72,11 +71,9 @@ class Connection(Protocol):
     def close(self) -> None: ...
 
 
-@functools.cache
 def sql(name: str) -> str:
     """The statement in ``collectors/sql_settings/<name>.sql`` without its comment lines."""
-    text = resources.files("collectors").joinpath("sql_settings", f"{name}.sql").read_text("utf-8")
-    return "\n".join(ln for ln in text.splitlines() if not ln.lstrip().startswith("--")).strip()
+    return load_sql("collectors", "sql_settings", name)
 
 
 def is_parallel(name: str, section: str | None) -> bool:

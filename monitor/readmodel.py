@@ -5,22 +5,19 @@ Queries live in ``monitor/sql/*.sql``, one per file; each names the table it rea
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from datetime import datetime
-from importlib import resources
 
 from monitor.codec import decode_event
 from monitor.crashes import local_epoch
 from monitor.events import ProcessExited, ProcessSample, ProcessStarted
+from monitor.sqlfiles import load_sql
 from monitor.store_reader import StoreReader
 
 
-@functools.cache
 def sql(name: str) -> str:
     """The query in ``monitor/sql/<name>.sql`` without its comment lines."""
-    text = resources.files("monitor").joinpath("sql", f"{name}.sql").read_text(encoding="utf-8")
-    return "\n".join(ln for ln in text.splitlines() if not ln.lstrip().startswith("--")).strip()
+    return load_sql("monitor", "sql", name)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,11 +8,11 @@ A table that lacks one of its required columns is not read at all.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
+
+from monitor.sqlfiles import load_sql
 
 # table -> (required columns, optional columns), in select order.
 WANTED: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -57,13 +57,9 @@ CONFIG_NAMES = (
 )
 
 
-@functools.cache
 def sql(name: str) -> str:
     """The query in ``collectors/mda/sql/<name>.sql`` without its comment lines."""
-    text = (
-        resources.files("collectors.mda").joinpath("sql").joinpath(f"{name}.sql").read_text(encoding="utf-8")
-    )
-    return "\n".join(ln for ln in text.splitlines() if not ln.lstrip().startswith("--")).strip()
+    return load_sql("collectors.mda", "sql", name)
 
 
 def _literal(value: str) -> str:
