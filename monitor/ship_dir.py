@@ -8,7 +8,6 @@ an existing file), then the final file read back and checked (size and SHA-256).
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import secrets
 import threading
@@ -17,7 +16,7 @@ from pathlib import Path
 from monitor.config_ship import DirectoryTargetConfig
 from monitor.ship_package import file_sha256
 from monitor.ship_state import Job
-from monitor.ship_targets import Outcome, Session, ShipError, Transfer, Writer, place_file
+from monitor.ship_targets import Outcome, Session, ShipError, Transfer, Writer, place_file, probe_files
 
 __all__ = ["DirectoryTarget"]
 
@@ -143,18 +142,7 @@ class _DirSession:
         return place_file(self._fs, str(self._root), job, local, tr)
 
     def probe(self) -> None:
-        name = str(self._root / f".asewatch-probe-{secrets.token_hex(6)}")
-        data = b"asewatch probe\n"
-        out = self._fs.open_at(name, 0)
-        try:
-            out.write(data)
-        finally:
-            out.close()
-        try:
-            if self._fs.digest(name, threading.Event()) != (len(data), hashlib.sha256(data).hexdigest()):
-                raise ShipError(self._fs.target, f"{name}: the test file read back differs")
-        finally:
-            self._fs.remove(name)
+        probe_files(self._fs, str(self._root / f".asewatch-probe-{secrets.token_hex(6)}"))
 
     def close(self) -> None:
         pass

@@ -26,7 +26,7 @@ import paramiko
 
 from monitor.config_ship import SftpTargetConfig
 from monitor.ship_state import Job
-from monitor.ship_targets import Outcome, ShipError, Stopped, Transfer, Writer, place_file
+from monitor.ship_targets import Outcome, ShipError, Stopped, Transfer, Writer, place_file, probe_files
 
 __all__ = ["SftpTarget", "check_key_file"]
 
@@ -244,18 +244,7 @@ class _SftpSession:
 
     def probe(self) -> None:
         """Write a small file in the target folder, check it, delete it."""
-        name = posixpath.join(self._root, f".asewatch-probe-{secrets.token_hex(6)}")
-        data = b"asewatch probe\n"
-        out = self._fs.open_at(name, 0)
-        try:
-            out.write(data)
-        finally:
-            out.close()
-        try:
-            if self._fs.digest(name, threading.Event()) != (len(data), hashlib.sha256(data).hexdigest()):
-                raise ShipError(self._fs.target, f"{name}: the test file read back differs")
-        finally:
-            self._fs.remove(name)
+        probe_files(self._fs, posixpath.join(self._root, f".asewatch-probe-{secrets.token_hex(6)}"))
 
     def close(self) -> None:
         try:

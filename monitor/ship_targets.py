@@ -285,3 +285,19 @@ def make_target(config: TargetConfig) -> Target:
 
         return HttpsTarget(config)
     raise TypeError(f"unknown target config {type(config).__name__}")
+
+
+def probe_files(fs: RemoteFiles, name: str) -> None:
+    """Write a small file at ``name`` on the target, read it back, delete it. Raises ShipError
+    (or the target's own errors) when any step fails: the path to the vendor is not usable."""
+    data = b"asewatch probe\n"
+    out = fs.open_at(name, 0)
+    try:
+        out.write(data)
+    finally:
+        out.close()
+    try:
+        if fs.digest(name, threading.Event()) != (len(data), hashlib.sha256(data).hexdigest()):
+            raise ShipError(fs.target, f"{name}: the test file read back differs")
+    finally:
+        fs.remove(name)
