@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from monitor.sim.layout import Layout
+
 PARENT_ENV = "ASEWATCH_SIM_PARENT"
 PASSWORD_ENV = "ASEWATCH_SIM_TDS_PASSWORD"  # noqa: S105 - an env var name: the password stays off argv
 DEFAULT_PASSWORD = "sim-secret"  # noqa: S105 - the simulator's documented test password
@@ -49,21 +51,26 @@ class Options:
         return os.environ.get(PASSWORD_ENV) or DEFAULT_PASSWORD
 
     @property
+    def layout(self) -> Layout:
+        """The workdir's files (truth, flags, deploy log, pid file): named in one place."""
+        return Layout(self.workdir, self.name)
+
+    @property
     def truth(self) -> Path:
-        return self.workdir / "sim-truth.jsonl"
+        return self.layout.truth
 
     @property
     def flags(self) -> Path:
-        return self.workdir / "flags.json"
+        return self.layout.flags
 
     @property
     def deploy_log(self) -> Path:
         """The release tool's deploy log: one JSON line per deployment (the ledger watches it)."""
-        return self.workdir / "deployments.jsonl"
+        return self.layout.deploy_log
 
     @property
     def pidfile(self) -> Path:
-        return self.workdir / f"{self.name}.pid"
+        return self.layout.pidfile
 
 
 def parse_args(argv: list[str]) -> Options:
