@@ -26,10 +26,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import select
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -38,6 +36,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import psutil
+from baseline import bare_pidfd_kill
 
 from monitor.agent import Agent
 from monitor.config import AgentConfig, Config, MetricsConfig, ServerConfig
@@ -135,31 +134,7 @@ def next_boot(sim: SimServer, pid: int) -> int:
 
 def bare_round() -> float:
     """A plain child, a bare pidfd wait in a thread, the same SIGKILL: kill -> poll returned."""
-    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-    try:
-        time.sleep(0.3)  # started, as the dataserver is when it is killed
-        fd = os.pidfd_open(p.pid)
-        fired: list[float] = []
-
-        def waiter() -> None:
-            poller = select.poll()
-            poller.register(fd, select.POLLIN)
-            poller.poll(WAIT * 1000)
-            fired.append(time.time())
-
-        t = threading.Thread(target=waiter, name="bench-bare-pidfd")
-        t.start()
-        time.sleep(0.01)  # the waiter is blocked in poll
-        t0 = time.time()
-        os.kill(p.pid, signal.SIGKILL)
-        t.join(timeout=WAIT)
-        os.close(fd)
-        if not fired:
-            raise SystemExit(f"bare pidfd wait did not return within {WAIT} s")
-        return fired[0] - t0
-    finally:
-        p.kill()
-        p.wait(timeout=5)
+    return bare_pidfd_kill([sys.executable, "-c", "import time; time.sleep(600)"])
 
 
 def show(label: str, xs: list[float]) -> tuple[float, float]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import select
 import signal
 import statistics
 import subprocess
@@ -27,6 +26,7 @@ import time
 from pathlib import Path
 
 import psutil
+from baseline import bare_pidfd_kill
 
 from collectors.process import DataserverTarget, ProcessWatch
 from monitor.events import Event, ProcessExited, ProcessStarted
@@ -77,29 +77,7 @@ def watched_kill(fake: Path, rec: Recorder) -> float:
 
 
 def bare_kill(fake: Path) -> float:
-    p = subprocess.Popen([str(fake), "-sBARE"])
-    try:
-        time.sleep(0.3)  # let it start, as the watched one has by the time it is killed
-        fd = os.pidfd_open(p.pid)
-        fired: list[float] = []
-
-        def waiter() -> None:
-            poller = select.poll()
-            poller.register(fd, select.POLLIN)
-            poller.poll(WAIT * 1000)
-            fired.append(time.perf_counter())
-
-        t = threading.Thread(target=waiter, name="bench-bare-pidfd")
-        t.start()
-        time.sleep(0.01)  # the waiter is blocked in poll
-        t0 = time.perf_counter()
-        os.kill(p.pid, signal.SIGKILL)
-        t.join(timeout=WAIT)
-        os.close(fd)
-        return fired[0] - t0
-    finally:
-        p.kill()
-        p.wait(timeout=5)
+    return bare_pidfd_kill([str(fake), "-sBARE"], clock=time.perf_counter)
 
 
 def threads_cpu(native_ids: list[int]) -> float:
