@@ -182,6 +182,13 @@ def errorlog_offset(state: Path, server: str) -> int | None:
     return None if raw is None else int(json.loads(raw)["tail"]["offset"])
 
 
+def metric_labels(text: str) -> str:
+    """An exposition with the sample values cut off: names, labels and HELP text only. Values are
+    byte counts and timestamps, and now and then one of them passes the date and Luhn checks by
+    chance; personal data could only reach a scrape through a label or a HELP text."""
+    return "\n".join(ln.rsplit(" ", 1)[0] if not ln.startswith("#") else ln for ln in text.splitlines())
+
+
 def no_personal_numbers(text: str, where: str) -> None:
     """Assert ``text`` holds no personal identity number: none of the sim's shape, and none that
     :func:`monitor.redact.personal_numbers` accepts (date and Luhn checked, any digit form)."""

@@ -31,11 +31,13 @@ from monitor.sim.truth import TruthRecord
 from monitor.store_types import CrashRow
 from tests.agent_helpers import (
     GRACE_S,
+    PNR_SHAPE,
     AgentProcess,
     Stopped,
     agent_config,
     cli_json,
     crash_rows,
+    metric_labels,
     no_personal_numbers,
     pids_of,
     run_cli,
@@ -365,7 +367,8 @@ def test_metrics_over_http_follow_the_server(tmp_path: Path) -> None:
         assert (sample(text, "ase_crash_last_timestamp_seconds", server=server) or 0) > 0
         assert sample(text, "asewatch_collector_up", collector=f"errorlog:{server}") == 1
         assert sample(text, "asewatch_collector_up", collector="process") == 1
-        no_personal_numbers(text, "the metrics")
+        assert not PNR_SHAPE.findall(text), "a personal identity number in the metrics"
+        no_personal_numbers(metric_labels(text), "the metrics")
 
         sim.stop()
         text = scrape_until(url, "ase_up", 0, server=server)

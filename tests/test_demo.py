@@ -22,7 +22,15 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.agent_helpers import ASEWATCH, cli_json, no_personal_numbers, sample, scrape
+from tests.agent_helpers import (
+    ASEWATCH,
+    PNR_SHAPE,
+    cli_json,
+    metric_labels,
+    no_personal_numbers,
+    sample,
+    scrape,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -106,7 +114,8 @@ def test_the_demo_catches_the_incident_and_shows_no_personal_data(tmp_path: Path
 
     assert scrapes, f"no scrape of the demo's /metrics succeeded:\n{output[-2000:]}"
     for text in scrapes:
-        no_personal_numbers(text, "the demo's /metrics")
+        assert not PNR_SHAPE.findall(text), "a personal identity number in the demo's /metrics"
+        no_personal_numbers(metric_labels(text), "the demo's /metrics")
     caught = max(sample(t, "ase_crashes_total", server="CLINIC1", kind="signal") or 0 for t in scrapes)
     assert caught >= 1, "no scrape saw a crash counted"
     if shutil.which("promtool"):

@@ -292,6 +292,7 @@ def test_rotation_each_record_once(
     a rename) with late lines to the old file; the file deleted and recreated."""
     rng, s = random.Random(2), Stream(block, 2)
     log, old = tmp_path / "CLINIC1.log", tmp_path / "CLINIC1.log.1"
+    log.touch()  # the errorlog exists when following starts (a missing one is its own test below)
     f = follow(log)
     written = append(log, s.life(15), rng)
     if how == "copytruncate":
