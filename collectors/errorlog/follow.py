@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+from collectors.errorlog.catchup import Backlog, plan_split
 from collectors.errorlog.parser import ErrorlogParser, ParserState
 from monitor.events import CollectorFailed, CollectorSucceeded, Event
 from monitor.tail import Chunk, FileId, FileTailer, Problem, Switched, TailPosition
@@ -37,7 +38,9 @@ def decode_position(text: str | None) -> tuple[TailPosition | None, ParserState]
         return None, ParserState()
     try:
         doc = json.loads(text)
-        return TailPosition.from_json(json.dumps(doc["tail"])), ParserState(**doc["parser"])
+        # Keys of older versions (0.x persisted a "robust" scan mode) are dropped, not fatal.
+        known = {k: v for k, v in doc["parser"].items() if k in ParserState.__dataclass_fields__}
+        return TailPosition.from_json(json.dumps(doc["tail"])), ParserState(**known)
     except (ValueError, KeyError, TypeError):
         return None, ParserState()
 
@@ -76,6 +79,9 @@ class ErrorlogFollower:
         if path is None:
             return
         tail_pos, state = decode_position(self._saved)
+        backlog = self._backlog(path, tail_pos, state)
+        if backlog is not None:  # a large backlog: live from near the end, history beside it
+            tail_pos, state = backlog.split.live, backlog.split.live_state
         parser = ErrorlogParser(offset=tail_pos.offset if tail_pos else 0, state=state)
         file_id: FileId | None = tail_pos.file_id if tail_pos else None
         last_position: str | None = self._saved
@@ -96,6 +102,7 @@ class ErrorlogFollower:
                             file_id=file_id,
                             parser=parser,
                             last_position=last_position,
+                            backlog=backlog,
                         )
                         records = []
                         parser = ErrorlogParser(offset=0, state=parser.state())
@@ -110,12 +117,40 @@ class ErrorlogFollower:
                 if quiet >= self._quiet:
                     # Finished records now; a block cut off mid-stack only after a long quiet.
                     records += parser.flush_idle(incomplete=quiet >= self._quiet * INCOMPLETE_FACTOR)
+                if backlog is not None:
+                    records += self._history(backlog, problems)
                 last_position = self._emit(
-                    emit, records, tailer=tailer, file_id=file_id, parser=parser, last_position=last_position
+                    emit,
+                    records,
+                    tailer=tailer,
+                    file_id=file_id,
+                    parser=parser,
+                    last_position=last_position,
+                    backlog=backlog,
                 )
+                if backlog is not None and backlog.done:
+                    backlog = None
                 self._health(emit, problems)
+                if backlog is not None:
+                    continue  # history left: read the next slice after a look at the live end
                 # While a record is held back, wake after the quiet period to emit it.
                 tailer.wait(self._quiet if parser.holding else self._poll)
+
+    @staticmethod
+    def _backlog(path: Path, saved: TailPosition | None, state: ParserState) -> Backlog | None:
+        try:
+            split = plan_split(path, saved, state)
+            return Backlog(path, split) if split is not None else None
+        except OSError:  # missing, unreadable: the tailer reports it; the file is read in line
+            return None
+
+    def _history(self, backlog: Backlog, problems: list[Problem]) -> list[Event]:
+        try:
+            return list(backlog.step())
+        except OSError as e:
+            backlog.close()
+            problems.append(Problem("gap", f"cannot read the errorlog's history: {e}", backlog.path))
+            return []
 
     def _emit(
         self,
@@ -126,7 +161,15 @@ class ErrorlogFollower:
         file_id: FileId | None,
         parser: ErrorlogParser,
         last_position: str | None,
+        backlog: Backlog | None,
     ) -> str | None:
+        if backlog is not None and not backlog.done:
+            # The history is not all read: the resume point stays in it (see catchup.py).
+            hist_pos, hist_state = backlog.position()
+            position = encode_position(hist_pos, hist_state)
+            if records or position != last_position:
+                emit(records, {self.source: position})
+            return position
         if file_id is None:
             if records:
                 emit(records, {})

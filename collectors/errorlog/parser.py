@@ -1,10 +1,12 @@
 """A streaming parser over errorlog bytes: feed it any pieces, get typed records.
 
 Speed comes from not looking at most lines. Routine lines (the vast majority) are
-counted, never decoded: a regex with a literal prefix finds the few lines whose
-message starts with a marker (``Error:``, ``infected``, ``The configuration
-option``, boot and shutdown lines, ``pc:``), and only those lines — and every line
-of a crash block or boot sequence once one has started — are decoded and parsed.
+counted, never decoded: one vectorised pass over each chunk (collectors/errorlog/scan.py)
+finds the few lines whose message starts with a marker (``Error:``, ``Current
+process``, ``The configuration option``, boot and shutdown lines, ``pc:``) or that do
+not look like prefixed lines, and only those lines — and every line of a crash block
+or boot sequence once one has started — are decoded and parsed. The pass costs the
+same whatever the log holds: separators, layouts and crash blocks do not change it.
 
 The parser is the same offline (``asewatch errorlog``) and live (the agent's
 tail): ``feed()`` takes bytes, ``flush_idle()`` is called after a quiet period,
@@ -21,6 +23,7 @@ from datetime import datetime
 
 from collectors.errorlog import lines as ln
 from collectors.errorlog.crashblock import CrashBuilder
+from collectors.errorlog.scan import scan_lines
 from monitor.events import (
     ConfigChanged,
     ErrorlogError,
@@ -30,18 +33,6 @@ from monitor.events import (
     ShutdownKind,
 )
 
-_MARKERS = (
-    rb"(?:Error: \d|The configuration option|[Cc]urrent process|timeslice -?\d|pc: |Using config area"
-    rb"|Adaptive Server Enterprise|SySAM: Using|Shutdown started|ASE shutdown|ueshutdown"
-    rb"|Main thread performing final|FATAL UNHANDLED|end of stack trace)"
-)
-# Real logs put two spaces after kernel/server; the literal prefix makes this scan fast.
-_FAST_RE = re.compile(rb"  " + _MARKERS)
-# Any separator (one space, several, a TAB): slower, used once a log is seen to need it.
-_ROBUST_RES = (re.compile(rb"kernel[ \t]+" + _MARKERS), re.compile(rb"server[ \t]+" + _MARKERS))
-# A line that does not start like a prefix (junk, continuation, blank).
-_NOPREFIX_RE = re.compile(rb"\n(?![0-9]{2}:[0-9]{2})")
-_STD_SEP_RE = re.compile(rb"[0-9]{2}:[0-9]{2}\.[0-9]{2} (?:kernel|server)(  |[ \t])")
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _BOOT_FAIL_RE = re.compile(
     r"will not boot|could not create shared memory|couldn't create kernel region|"
@@ -61,7 +52,6 @@ class ParserState:
     seen_line: bool = False
     recent_fatal: bool = False
     last_time: str | None = None
-    robust: bool = False
 
 
 class _Boot:
@@ -94,7 +84,6 @@ class ErrorlogParser:
         self._seen_line = st.seen_line
         self._recent_fatal = st.recent_fatal
         self._last_time = datetime.fromisoformat(st.last_time) if st.last_time else None
-        self._robust = st.robust
         self._blocks: dict[tuple[int, int], CrashBuilder] = {}
         self._held: CrashBuilder | None = None
         self._boot: _Boot | None = None
@@ -109,6 +98,7 @@ class ErrorlogParser:
         self.lines = 0
         self.unparsed_lines = 0
         self.long_lines = 0
+        self.examined_bytes = 0  # bytes the scanner looked at: linear in the input, whatever it holds
 
     # ------------------------------------------------------------------ public API
 
@@ -187,7 +177,7 @@ class ErrorlogParser:
     def _current_state(self) -> ParserState:
         self._resolve_skipped()
         last = self._last_time.isoformat() if self._last_time else None
-        return ParserState(self._down, self._seen_line, self._recent_fatal, last, self._robust)
+        return ParserState(self._down, self._seen_line, self._recent_fatal, last)
 
     # ------------------------------------------------------------------ scanning
 
@@ -205,58 +195,31 @@ class ErrorlogParser:
 
     def _process(self, buf: bytes, end: int) -> None:
         """Handle the complete lines in ``buf[:end]`` (``end`` is just past a newline)."""
-        self.lines += buf.count(b"\n", 0, end)
-        if not self._robust:
-            self._check_separator(buf, end)
+        sc = scan_lines(buf, end)
+        self.lines += sc.lines
+        self.examined_bytes += sc.examined
         pos = 0
-        while pos < end:
-            if self._line_mode():
-                nl = buf.index(b"\n", pos)
-                self._handle(buf[pos:nl], self._base + pos)
-                pos = nl + 1
+        for start, nl in zip(sc.starts, sc.ends, strict=True):
+            pos = self._read_record_lines(buf, pos, end)
+            if start < pos:  # already read while a record was open
                 continue
-            start = self._next_candidate(buf, pos, end)
-            if start < 0:
-                break
             if start > pos:
                 self._skip(buf, pos, start)
-            nl = buf.index(b"\n", start)
             self._handle(buf[start:nl], self._base + start)
             pos = nl + 1
+        pos = self._read_record_lines(buf, pos, end)
         if pos < end:
             self._skip(buf, pos, end)
         self._resolve_skipped()  # buf is gone after this call
 
-    def _next_candidate(self, buf: bytes, pos: int, end: int) -> int:
-        """Start of the next line at or after ``pos`` that holds a marker or lacks a prefix."""
-        best = end
-        if self._robust:
-            for rx in _ROBUST_RES:
-                m = rx.search(buf, pos, end)
-                if m and m.start() < best:
-                    best = m.start()
-        else:
-            m = _FAST_RE.search(buf, pos, end)
-            if m:
-                best = m.start()
-        # pos is always at a line start: check that line itself.
-        if not _starts_with_prefix(buf, pos):
-            return pos
-        n = _NOPREFIX_RE.search(buf, pos, min(best, end - 1))
-        if n:
-            return n.start() + 1
-        if best >= end:
-            return -1
-        return buf.rfind(b"\n", 0, best) + 1
-
-    def _check_separator(self, buf: bytes, end: int) -> None:
-        """Sample lines; a log that uses one space or a TAB after kernel/server needs the robust scan."""
-        step = max(end // 16, 1)
-        for at in range(0, end, step):
-            m = _STD_SEP_RE.search(buf, at, min(at + 4096, end))
-            if m and m.group(1) != b"  ":
-                self._robust = True
-                return
+    def _read_record_lines(self, buf: bytes, pos: int, end: int) -> int:
+        """While a record is open every line is read, in order; returns where that stopped."""
+        while pos < end and self._line_mode():
+            nl = buf.index(b"\n", pos)
+            self.examined_bytes += nl - pos
+            self._handle(buf[pos:nl], self._base + pos)
+            pos = nl + 1
+        return pos
 
     def _skip(self, buf: bytes, start: int, end: int) -> None:
         """Note lines passed over unread. Unprefixed lines handled in between (blank, junk) do
@@ -294,8 +257,6 @@ class ErrorlogParser:
         self._seen_line = True
 
     def _take_line(self, line: ln.Line) -> None:
-        if not line.standard_separator:
-            self._robust = True
         if self._pending_error is not None:
             is_message = line.task == self._pending_error[0].task
             self._finish_error(line if is_message else None)
@@ -472,9 +433,3 @@ class ErrorlogParser:
         if kind is not None and not self._down:
             self._out.append(ServerShutdown(line.time, kind, by, line.offset))
             self._down = True
-
-
-def _starts_with_prefix(buf: bytes, pos: int) -> bool:
-    return (
-        buf[pos : pos + 2].isdigit() and buf[pos + 2 : pos + 3] == b":" and buf[pos + 3 : pos + 5].isdigit()
-    )
