@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 PREFIX_RE = re.compile(
     r"(?:(\d{2}):)?(\d{2,4}):(\d{5}):(\d{5}):(\d{4}/\d{2}/\d{2} \d{2}:\d{2}:\d{2}\.\d{2}) "
-    r"(kernel|server)([ \t]+)"
+    r"(kernel|server)[ \t]+"
 )
 
 
@@ -32,9 +32,12 @@ def _time(stamp: str) -> datetime | None:
         return None
 
 
-@dataclass(frozen=True, slots=True)
-class Line:
-    """A prefixed errorlog line. ``engine`` is known only for process-mode prefixes."""
+class Line(NamedTuple):
+    """A prefixed errorlog line. ``engine`` is known only for process-mode prefixes.
+
+    A named tuple, not a dataclass: the parser builds one for every line it reads, and
+    this is the cheapest immutable record Python has.
+    """
 
     time: datetime
     thread: int
@@ -44,7 +47,6 @@ class Line:
     component: str
     text: str
     offset: int
-    standard_separator: bool = True
 
     @property
     def task(self) -> tuple[int, int]:
@@ -88,7 +90,7 @@ def parse_line(text: str, offset: int) -> Line | None:
         m = PREFIX_RE.search(text)
         if m is None:
             return None
-    inst, eng, fam, spid, stamp, comp, sep = m.groups()
+    inst, eng, fam, spid, stamp, comp = m.group(1, 2, 3, 4, 5, 6)
     time = _time(stamp)
     if time is None:
         return None
@@ -96,7 +98,7 @@ def parse_line(text: str, offset: int) -> Line | None:
     # 2-digit forms are process mode, where the field is the engine number.
     engine = int(eng) if (inst is None or len(eng) == 2) else None
     body = text[m.end() :].rstrip("\r")
-    return Line(time, int(eng), engine, int(fam), int(spid), comp, body, offset, sep == "  ")
+    return Line(time, int(eng), engine, int(fam), int(spid), comp, body, offset)
 
 
 # --------------------------------------------------------------------------- crash-block fields

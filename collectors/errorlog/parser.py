@@ -77,6 +77,7 @@ class ErrorlogParser:
     def __init__(self, *, offset: int = 0, state: ParserState | None = None, max_line: int = 1 << 20) -> None:
         st = state or ParserState()
         self._base = offset  # stream offset of self._buf[0]
+        self._origin = offset  # while a piece is processed: the stream offset of its byte 0
         self._buf = b""
         self._skipping = False  # inside an over-long line, dropping bytes to its newline
         self._max_line = max_line
@@ -104,28 +105,38 @@ class ErrorlogParser:
 
     def feed(self, data: bytes) -> list[ErrorlogRecord]:
         """Parse more bytes of the stream; returns the records completed by them."""
+        start = 0
         if self._skipping:
             nl = data.find(b"\n")
             if nl < 0:
                 self._base += len(data)
                 return self._take()
             self._base += nl + 1
-            data = data[nl + 1 :]
+            start = nl + 1
             self._skipping = False
-        buf = self._buf + data if self._buf else data
-        end = buf.rfind(b"\n")
-        if end >= 0:
-            self._process(buf, end + 1)
-            buf = buf[end + 1 :]
-            self._base += end + 1
-        if len(buf) > self._max_line:
+        nl = data.find(b"\n", start)
+        if nl < 0:
+            rest = self._buf + data[start:]
+        else:
+            if self._buf:  # the line cut at the end of the last piece, on its own
+                head = self._buf + data[start : nl + 1]
+                self._process(head, 0, len(head))
+                self._base += len(head)
+                start = nl + 1
+            end = data.rfind(b"\n", start) + 1
+            if end > start:  # the piece's whole lines, in place (no copy of the piece)
+                self._process(data, start, end)
+                self._base += end - start
+                start = end
+            rest = data[start:]
+        if len(rest) > self._max_line:
             # An over-long line: keep its head as a line, drop the rest up to its newline.
             self.long_lines += 1
-            self._process(buf[: self._max_line] + b"\n", self._max_line + 1)
-            self._base += len(buf)
-            buf = b""
+            self._process(rest[: self._max_line] + b"\n", 0, self._max_line + 1)
+            self._base += len(rest)
+            rest = b""
             self._skipping = True
-        self._buf = buf
+        self._buf = rest
         return self._take()
 
     def flush_idle(self, *, incomplete: bool = True) -> list[ErrorlogRecord]:
@@ -147,7 +158,7 @@ class ErrorlogParser:
     def close(self) -> list[ErrorlogRecord]:
         """End of the stream: parse a last line without newline and flush everything."""
         if self._buf and not self._skipping:
-            self._process(self._buf + b"\n", len(self._buf))
+            self._process(self._buf + b"\n", 0, len(self._buf))
             self._base += len(self._buf)
             self._buf = b""
         return self._take() + self.flush_idle()
@@ -193,19 +204,21 @@ class ErrorlogParser:
     def _line_mode(self) -> bool:
         return bool(self._blocks or self._held or self._boot or self._pending_error or self._cont_block)
 
-    def _process(self, buf: bytes, end: int) -> None:
-        """Handle the complete lines in ``buf[:end]`` (``end`` is just past a newline)."""
-        sc = scan_lines(buf, end)
+    def _process(self, buf: bytes, start: int, end: int) -> None:
+        """Handle the complete lines in ``buf[start:end]`` (``end`` is just past a newline;
+        ``buf[start]`` is at stream offset ``self._base``)."""
+        self._origin = self._base - start  # stream offset of buf[0]
+        sc = scan_lines(buf, end, start)
         self.lines += sc.lines
         self.examined_bytes += sc.examined
-        pos = 0
-        for start, nl in zip(sc.starts, sc.ends, strict=True):
+        pos = start
+        for first, nl in zip(sc.starts, sc.ends, strict=True):
             pos = self._read_record_lines(buf, pos, end)
-            if start < pos:  # already read while a record was open
+            if first < pos:  # already read while a record was open
                 continue
-            if start > pos:
-                self._skip(buf, pos, start)
-            self._handle(buf[start:nl], self._base + start)
+            if first > pos:
+                self._skip(buf, pos, first)
+            self._handle(buf[first:nl], self._origin + first)
             pos = nl + 1
         pos = self._read_record_lines(buf, pos, end)
         if pos < end:
@@ -217,7 +230,7 @@ class ErrorlogParser:
         while pos < end and self._line_mode():
             nl = buf.index(b"\n", pos)
             self.examined_bytes += nl - pos
-            self._handle(buf[pos:nl], self._base + pos)
+            self._handle(buf[pos:nl], self._origin + pos)
             pos = nl + 1
         return pos
 
@@ -236,7 +249,7 @@ class ErrorlogParser:
         self._skipped = None
         while end > lo:
             start = max(buf.rfind(b"\n", lo, end - 1) + 1, lo)
-            line = ln.parse_line(ln.decode(buf[start : end - 1]), self._base + start)
+            line = ln.parse_line(ln.decode(buf[start : end - 1]), self._origin + start)
             if line is not None:
                 self._last_time = line.time
                 self._seen_line = True

@@ -23,8 +23,8 @@ import numpy as np
 import numpy.typing as npt
 
 #: Bytes of each line the pass looks at: the longest prefix (43 bytes), the component
-#: (6), a separator of up to 2 and the marker's first 4 bytes.
-HEAD = 56
+#: (6), a separator of up to 2 and the marker's first 8 bytes.
+HEAD = 59
 
 # A marker must start the message; these are their first four bytes (the parser's
 # classification decides what a line is; this only says "read it").
@@ -33,11 +33,18 @@ MARKER_RE = re.compile(
     rb"|Adaptive Server Enterprise|SySAM: Using|Shutdown started|ASE shutdown|ueshutdown"
     rb"|Main thread performing final|FATAL UNHANDLED|end of stack trace)"
 )
+# Their first eight bytes ("pc: " only four): a line is read when its message starts so.
 _MARKER_HEADS = (
-    b"Erro", b"The ", b"Curr", b"curr", b"time", b"pc: ", b"Usin", b"Adap", b"SySA", b"Shut",
-    b"ASE ", b"uesh", b"Main", b"FATA", b"end ",
+    b"Error: ", b"The conf", b"Current ", b"current ", b"timeslic", b"Using co", b"Adaptive",
+    b"SySAM: U", b"Shutdown", b"ASE shut", b"ueshutdo", b"Main thr", b"FATAL UN", b"end of s",
 )  # fmt: skip
-_HEAD_CODES = np.array(sorted(int.from_bytes(h, "little") for h in _MARKER_HEADS), dtype=np.uint32)
+_HEAD_CODES = np.array(
+    sorted(int.from_bytes(h.ljust(8, b"\0")[:8], "little") for h in _MARKER_HEADS), dtype=np.uint64
+)
+_ERROR_MASK = np.uint64((1 << 56) - 1)  # "Error: " is seven bytes; the digit is checked by the regex
+_ERROR_CODE = np.uint64(int.from_bytes(b"Error: ", "little"))
+_PC_MASK = np.uint64((1 << 32) - 1)
+_PC_CODE = np.uint64(int.from_bytes(b"pc: ", "little"))
 
 # Widths of the fields before the date: ``(?:dd:)?d{2,4}:ddddd:ddddd:``.
 _WIDTHS = (20, 17, 19, 18, 16, 15)
@@ -62,12 +69,15 @@ class Scan:
         self.examined = examined
 
 
-def scan_lines(buf: bytes, end: int) -> Scan:
-    """Find the lines of ``buf[:end]`` (``end`` just past a newline) the parser must read.
+def scan_lines(buf: bytes, end: int, start: int = 0) -> Scan:
+    """Find the lines of ``buf[start:end]`` (``end`` just past a newline) the parser must
+    read; offsets in the result are offsets in ``buf``.
 
-    Pure; never raises for any bytes. Cost: linear in ``end`` plus :data:`HEAD` bytes a line.
+    Pure; never raises for any bytes. Cost: linear in ``end - start`` plus :data:`HEAD`
+    bytes a line.
     """
-    a = np.frombuffer(buf, dtype=np.uint8, count=end)
+    size = end - start
+    a = np.frombuffer(buf, dtype=np.uint8, count=size, offset=start)
     ends = np.flatnonzero(a == _NL)
     n = len(ends)
     starts = np.empty(n, dtype=np.int64)
@@ -75,21 +85,21 @@ def scan_lines(buf: bytes, end: int) -> Scan:
         starts[0] = 0
         starts[1:] = ends[:-1] + 1
     # Lines too close to the end of the buffer for a full head are read one by one.
-    idx = np.flatnonzero(starts <= end - HEAD)
+    idx = np.flatnonzero(starts <= size - HEAD)
     need = np.ones(n, dtype=bool)
     if len(idx):
         heads = np.lib.stride_tricks.sliding_window_view(a, HEAD)[starts[idx]]
         unknown, marker, msg = _classify_heads(heads, (ends - starts)[idx])
         need[idx] = unknown
-        # A marker head ("The ", "Erro", ...) is confirmed on the bytes: "The transaction log"
-        # is routine. These are few, so a regex match each is cheap.
+        # A marker head ("Error: ", "Adaptive", ...) is confirmed on the bytes: "Error: x" or
+        # "Adaptive Server cannot ..." is routine. These are few, so a regex match each is cheap.
         for i, m in zip(idx[marker].tolist(), msg[marker].tolist(), strict=True):
-            if MARKER_RE.match(buf, int(starts[i]) + m):
+            if MARKER_RE.match(buf, start + int(starts[i]) + m):
                 need[i] = True
     read = np.flatnonzero(need)
     rs, re_ = starts[read], ends[read]
-    examined = end + HEAD * len(idx) + int((re_ - rs).sum())
-    return Scan(n, rs.tolist(), re_.tolist(), examined)
+    examined = size + HEAD * len(idx) + int((re_ - rs).sum())
+    return Scan(n, (rs + start).tolist(), (re_ + start).tolist(), examined)
 
 
 def _classify_heads(
@@ -99,7 +109,7 @@ def _classify_heads(
     the message's offset in the line). Column compares only: each is one pass over the rows."""
     n = len(h)
     msg = np.full(n, -1, dtype=np.int64)  # offset of the message in the line, -1 = unknown
-    code = np.zeros(n, dtype=np.uint32)  # the message's first four bytes, little-endian
+    code = np.zeros(n, dtype=np.uint64)  # the message's first eight bytes, little-endian
     rest = np.arange(n)
     for w in _WIDTHS:
         sub = h if len(rest) == n else h[rest]
@@ -120,14 +130,16 @@ def _classify_heads(
         for m, sel in ((c + 7, ok & ~ws1), (c + 8, ok & ws1 & ~ws2)):
             rows = rest[sel]
             msg[rows] = m
-            # The four bytes at offset m of every row, read in place (rows are HEAD bytes apart).
-            at_m = np.ndarray((n,), dtype="<u4", buffer=h, offset=m, strides=(HEAD,))
+            # The eight bytes at offset m of every row, read in place (rows are HEAD bytes apart).
+            at_m = np.ndarray((n,), dtype="<u8", buffer=h, offset=m, strides=(HEAD,))
             code[rows] = at_m[rows]
         rest = rest[msg[rest] < 0]
         if not len(rest):
             break
     unknown = (msg < 0) | (lengths < msg)  # a prefix cut short is not a well-formed line
-    marker = np.isin(code, _HEAD_CODES) & ~unknown
+    marker = np.isin(code, _HEAD_CODES) | ((code & _ERROR_MASK) == _ERROR_CODE)
+    marker |= (code & _PC_MASK) == _PC_CODE
+    marker &= ~unknown
     return unknown, marker, msg
 
 
