@@ -1,7 +1,8 @@
 """The agent: wires collectors -> store -> derived state, in a few named threads.
 
 Threads: ``process-watch`` (all servers), one ``errorlog-<SERVER>`` per server,
-``store-writer`` (the one writer), ``crash-tick`` (decides what waited long enough)
+``store-writer`` (the one writer), ``crash-tick`` (decides what waited long enough),
+``suspects`` (ranks the suspects again after a crash)
 and ``metrics-http``. Collectors emit into one bounded queue (the writer's); a full
 queue drops, counts and logs once. Everything the agent knows is in the store, so a
 restart — after ``stop()`` or after ``kill -9`` — resumes from it: errorlog
@@ -35,6 +36,7 @@ from monitor.metrics import AseCollector, MetricsServer, make_registry
 from monitor.package_auto import AutoPackager
 from monitor.ship_agent import start_shipping
 from monitor.store import Batch, DerivedOp, Store, StoredEvent, StoreWriter
+from monitor.suspects_agent import SuspectsRefresher
 
 if TYPE_CHECKING:
     from collectors.mda.sampler import MdaSampler
@@ -106,6 +108,8 @@ class Agent:
         packager = AutoPackager(self.store, self.config, self.health, on_built=on_built)
         self.spawn("packager", lambda: packager.run(self._stop))
         self.spawn("crash-tick", self._tick_loop)
+        self.suspects = SuspectsRefresher(self.store, [s.name for s in servers], self.health)
+        self.spawn("suspects", lambda: self.suspects.run(self._stop))
         if self.config.metrics.enabled:
             folders = watched_folders([(s.name, s.dump_dirs) for s in servers], self.config.dumps)
             collector = AseCollector(

@@ -205,11 +205,16 @@ def show_cmd(crash: str, config_path: Path | None, state_dir: Path | None, as_js
     from monitor.codec import decode_event  # noqa: PLC0415
     from monitor.events import CrashBlock  # noqa: PLC0415
     from monitor.logreport import crash_json  # noqa: PLC0415
+    from monitor.suspects_agent import group_of, stored  # noqa: PLC0415
+    from monitor.suspects_view import suspects_table  # noqa: PLC0415
     from monitor.views import crash_detail, crash_json_row  # noqa: PLC0415
 
     with open_store(state_dir, load(config_path)) as store:
         row = store.crash(int(crash) if crash.isdigit() else crash)
         dumps = crash_dumps(store, row.id) if row is not None else []
+        if row is not None:
+            with store.reader() as r:
+                group = group_of(stored(r, row.server), row.signature)
     if row is None:
         fail(f"no crash {crash!r}; `asewatch crashes` lists them")
     block = None
@@ -219,6 +224,7 @@ def show_cmd(crash: str, config_path: Path | None, state_dir: Path | None, as_js
     if as_json:
         doc = crash_json_row(row) | {"errorlog": crash_json(block) if block else None}
         doc["dumps"] = [dump_json(d) for d in dumps]
+        doc["suspects"] = group["suspects"] if group else None
         click.echo(json.dumps(doc, ensure_ascii=False))
         return
     out = console()
@@ -226,6 +232,8 @@ def show_cmd(crash: str, config_path: Path | None, state_dir: Path | None, as_js
         out.print(view)
     if dumps:
         out.print(dumps_table(dumps, f"Dumps of crash {row.id}"))
+    if group:
+        out.print(suspects_table(group))
 
 
 @cli.command("demo")

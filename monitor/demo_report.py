@@ -25,6 +25,8 @@ from monitor.ledger import LedgerRow, ledger
 from monitor.redact import personal_numbers, sql_shape
 from monitor.sim.truth import TruthRecord
 from monitor.store_types import CrashRow
+from monitor.suspects_agent import compute
+from monitor.suspects_view import suspects_table
 
 if TYPE_CHECKING:
     from monitor.agent import Agent
@@ -65,12 +67,21 @@ def report(
     console.print(_groups_table(rows))
     console.print(_changes_table(changes))
     console.print(_timeline_table(agent))
+    with agent.store.reader() as r:
+        suspects = compute(r, SERVER)
+    for group in suspects["groups"]:
+        console.print(suspects_table(group, limit=8))
     if state_kept:
         console.print(f"The store is kept in {state}: try `asewatch crashes --state-dir {state}`.")
     console.print(f"Metrics were served at {agent.metrics_url}")
     outcome = _verdict(rows, truth_crashes, changes)
     if outcome.ok:
         outcome = _package_verdict(rows, packages, shipped, inbox, truth_crashes) or outcome
+    if outcome.ok:
+        from monitor.demo_suspects import suspects_verdict  # noqa: PLC0415 - it imports this module
+
+        ranked = suspects_verdict(suspects)
+        outcome = Outcome(ranked.ok, f"{outcome.reason} {ranked.reason}" if ranked.ok else ranked.reason)
     return outcome
 
 

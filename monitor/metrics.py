@@ -28,6 +28,7 @@ from monitor.metrics_changes import METRICS_CHANGES
 from monitor.ship_metrics import METRICS_SHIP, add_ship_metrics
 from monitor.signature import SIGNATURE_VERSION
 from monitor.store import Store
+from monitor.suspects_metrics import METRICS_SUSPECTS, add_suspect_metrics
 
 log = logging.getLogger("asewatch.metrics")
 
@@ -53,6 +54,7 @@ METRICS: tuple[MetricDef, ...] = (
     *METRICS_SHIP,
     *METRICS_MDA,
     *METRICS_DUMPS,
+    *METRICS_SUSPECTS,
 )  # fmt: skip
 
 _BY_NAME = {m.name: m for m in METRICS}
@@ -128,6 +130,7 @@ class AseCollector(Collector):
             add_ship_metrics(r, fams)
             add_mda_metrics(r, fams)
             add_dump_metrics(r, fams, dirs=self._dump_dirs, servers=tuple(servers))
+            add_suspect_metrics(r, fams, servers)
 
 
 class MetricsServer:

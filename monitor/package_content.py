@@ -33,7 +33,9 @@ from monitor.package_sources import (
 )
 from monitor.redact import Redactor
 from monitor.store import Store
+from monitor.store_reader import StoreReader
 from monitor.store_types import CrashRow
+from monitor.suspects_agent import group_of, stored
 
 #: JSON keys whose values are of asewatch's own making (hashes, keys, ids): never redacted, since a
 #: run of digits in a hex digest can look like a personal number.
@@ -79,6 +81,7 @@ class Collected:
     flags: dict[str, str] | None = None
     changes: list[dict[str, Any]] | None = None
     flight: dict[str, Any] | None = None
+    suspects: dict[str, Any] | None = None
     unavailable: dict[str, str] = field(default_factory=dict)
 
 
@@ -105,6 +108,7 @@ def collect(store: Store, crash: CrashRow, configured_errorlog: Path | None, cfg
             out, "configuration.changes", lambda: change_ledger(r, crash.server, when, cfg.ledger_days)
         )
         out.flight = _try(out, "flight_recorder", lambda: flight_recorder(r, crash.key))
+        out.suspects = _try(out, "suspects", lambda: _suspects(r, crash))
         if out.errorlog is not None:
             _read_log(out, out.errorlog, next_boot, cfg)
         sysconf = (out.settings or {}).get("sysconfigures", {}).get("parameters")
@@ -113,6 +117,15 @@ def collect(store: Store, crash: CrashRow, configured_errorlog: Path | None, cfg
             out, "ase.kernel_mode", lambda: kernel_mode(r, crash.server, sysconf, threaded)
         )
     return out
+
+
+def _suspects(r: StoreReader, crash: CrashRow) -> dict[str, Any]:
+    """The ranked suspects of the crash's group as the agent last stored them."""
+    doc = stored(r, crash.server)
+    group = group_of(doc, crash.signature)
+    if doc is None or group is None:
+        raise Unavailable("not ranked yet (the agent ranks the suspects a few seconds after a crash)")
+    return {"server": crash.server, "computed_at": doc.get("computed_at"), "group": group}
 
 
 def _threadpool(piece: LogPiece | None) -> bool | None:
@@ -286,4 +299,10 @@ def write_metadata(
         "changes": put_json("config/changes.json", c.changes) if c.changes is not None else None,
         "changes_days": cfg.ledger_days,
     }
-    return files, {"errorlog": errorlog, "flight_recorder": flight, "configuration": conf}
+    suspects = None
+    if c.suspects is not None:
+        group = c.suspects["group"]
+        suspects = {"file": put_json("suspects.json", c.suspects), "crashes": group.get("crashes"),
+                    "top": [f"{x['kind']} {x['name']}" for x in group.get("suspects", ())[:3]]}  # fmt: skip
+    parts = {"errorlog": errorlog, "flight_recorder": flight, "configuration": conf, "suspects": suspects}
+    return files, parts

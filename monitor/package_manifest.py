@@ -80,6 +80,10 @@ where the fact may be unknown. Every field is always present.
 | flight_recorder.complete | boolean | frozen and settled after the crash |
 | flight_recorder.truncated | boolean | rows were capped |
 | flight_recorder.statements | integer | statements in the file |
+| suspects | object/null | the ranked suspects of the crash's group (procedures, flags, settings, changes) |
+| suspects.file | string | ``suspects.json``: the group as ``asewatch suspects --json`` gives it |
+| suspects.crashes | integer | crashes in the group when ranked |
+| suspects.top | array | the three best suspects, as ``kind name`` |
 | configuration | object | the server's setup at the crash |
 | configuration.settings | string/null | file with sp_configure / .cfg values at the crash |
 | configuration.cfg_file | string/null | the server's ``.cfg`` file as it is when packaged (redacted) |
