@@ -146,7 +146,7 @@ def _window(crash_t: IntArray, width_s: float, notes: list[str]) -> float:
     if gaps.size and float(np.median(gaps)) < 2 * width_s:
         short = max(float(np.median(gaps)) / 2, 1.0)
         notes.append(
-            f"window shortened from {width_s:g} s to {short:g} s: crashes are {np.median(gaps):g} s apart"
+            f"window shortened from {width_s:g} s to {short:.3g} s: crashes are {np.median(gaps):.3g} s apart"
         )
         return short
     return width_s

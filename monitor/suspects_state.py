@@ -299,7 +299,16 @@ def _revert(
 
 
 def hours_text(h: float) -> str:
-    """Hours for evidence text: one decimal, whole hours from 100 on."""
+    """Hours for evidence text: one decimal, whole hours from 100 on; minutes or seconds
+    under a tenth of an hour (a short outage, the time-compressed demo).
+
+    >>> hours_text(0.02), hours_text(0.0001), hours_text(5.46), hours_text(120.4)
+    ('1.2 min', '0.36 s', '5.5 h', '120 h')
+    """
+    if h < 1 / 60:
+        return f"{h * 3600:.2g} s"
+    if h < 0.1:
+        return f"{h * 60:.2g} min"
     return f"{h:.1f} h" if h < 100 else f"{h:.0f} h"
 
 
@@ -361,4 +370,11 @@ def safe_name(name: str) -> str:
 
 
 def window_label(width_s: float) -> str:
-    return f"{width_s / 60:g}-min" if width_s >= 60 and width_s % 60 == 0 else f"{width_s:g}-s"
+    """A window's length for evidence text.
+
+    >>> window_label(120), window_label(5.9975), window_label(90)
+    ('2-min', '6-s', '90-s')
+    """
+    if width_s >= 60 and width_s % 60 == 0:
+        return f"{width_s / 60:g}-min"
+    return f"{width_s:.3g}-s" if width_s < 100 else f"{width_s:.0f}-s"
