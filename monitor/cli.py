@@ -24,6 +24,7 @@ from monitor.package_cli import package_cmd
 from monitor.ship_cli import register as register_ship
 from monitor.store import Store
 from monitor.store_types import CrashRow
+from monitor.suspects_cli import register as register_suspects
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -250,6 +251,7 @@ def demo_cmd(state_dir: Path | None, keep_running: bool) -> None:
 register_changes(cli)
 register_activity(cli)
 register_ship(cli)
+register_suspects(cli)
 cli.add_command(package_cmd)
 
 
