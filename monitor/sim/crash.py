@@ -33,6 +33,17 @@ if TYPE_CHECKING:
     from monitor.sim.dataserver import Dataserver
 
 
+def inner_statement(index: int | None) -> bool:
+    """Whether the block of scheduled call ``index`` shows the statement inside the procedure as
+    ``SQL causing error`` (as most real crashes in a procedure do): every call but each fifth.
+    A crash forced by a signal (no call) shows the batch.
+
+    >>> [inner_statement(i) for i in (0, 1, 2, 3, 4, 5, None)]
+    [False, True, True, True, True, False, False]
+    """
+    return index is not None and index % 5 != 0
+
+
 def crash_and_die(
     server: Dataserver, workload: Workload, index: int | None, call: ScheduledCall | None
 ) -> NoReturn:
@@ -59,6 +70,7 @@ def crash_and_die(
         inner_sql=CRASH_INNER_SQL,
         statement_number=CRASH_STATEMENT,
         line_number=CRASH_LINE,
+        causing_sql=CRASH_INNER_SQL if inner_statement(index) else None,
     )
     text = crashblock.render(ctx, server.rng)
     prefix = Prefix(server.topology.thread(victim.engine), parent.spid, victim.spid)

@@ -65,6 +65,9 @@ class CrashContext:
     inner_sql: str
     statement_number: int
     line_number: int
+    # What ``SQL causing error`` shows: the batch (``sql``) by default; a statement inside the
+    # procedure (as in most real crashes in a procedure) when set.
+    causing_sql: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +149,7 @@ def render(ctx: CrashContext, rng: random.Random) -> CrashText:
     kern("     EFL : 0x0000000000010246")
     kern("**** end of signal context ****")
     kern(STARS)
-    kern(f"SQL causing error : {ctx.sql}")
+    kern(f"SQL causing error : {ctx.causing_sql or ctx.sql}")
     kern(f"Current statement number: {ctx.statement_number} Current line number: {ctx.line_number}")
     kern(STARS)
     k.append(("server", f"SQL Text: {ctx.sql}"))
