@@ -44,6 +44,7 @@ from monitor.suspects_state import (
     normal_changes,
     state_evidence,
     timelines,
+    window_label,
 )
 from monitor.suspects_stats import IntArray, Intervals, bh, intervals
 
@@ -270,7 +271,8 @@ def _activity_notes(win: ev.Windows, raw: bool, minutes: bool, width_s: float, n
         return
     n_raw, n_min = int((win.source == ev.RAW).sum()), int((win.source == ev.MINUTES).sum())
     notes.append(
-        f"activity per {width_s:g}-s window: raw statements in {n_raw}, per-minute aggregates in {n_min}"
+        f"activity per {window_label(width_s)} window: raw statements in {n_raw}, "
+        f"per-minute aggregates in {n_min}"
     )
     if not raw:
         notes.append("no statement rows: procedures from per-minute aggregates; the crashing task, logins, "

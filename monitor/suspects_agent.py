@@ -24,8 +24,6 @@ from monitor.events import CollectorFailed, CollectorSucceeded
 from monitor.health import Health
 from monitor.store import Store
 from monitor.store_reader import StoreReader
-from monitor.suspects import rank_suspects, suspects_json
-from monitor.suspects_store import store_inputs
 
 log = logging.getLogger("asewatch.suspects")
 SOURCE = "suspects"
@@ -40,6 +38,10 @@ def state_key(server: str) -> str:
 def compute(r: StoreReader, server: str) -> dict[str, Any]:
     """Rank ``server``'s suspects from one store snapshot; the ``asewatch suspects --json``
     object plus ``server`` and ``computed_at`` (ISO local time)."""
+    # Imported here: readers of stored suspects (metrics, show, the package) need no pandas/scipy.
+    from monitor.suspects import rank_suspects, suspects_json  # noqa: PLC0415
+    from monitor.suspects_store import store_inputs  # noqa: PLC0415
+
     doc = suspects_json(rank_suspects(store_inputs(r, server)))
     return {"server": server, "computed_at": datetime.now().isoformat(timespec="seconds"), **doc}
 

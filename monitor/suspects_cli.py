@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
@@ -12,9 +13,10 @@ from rich.console import Console
 from monitor.changes_cli import _config, _fail, _store
 from monitor.cli_options import CONFIG, STATE_DIR
 from monitor.errors import AsewatchError
-from monitor.readmodel import servers as store_servers
-from monitor.suspects import SuspectGroup, rank_suspects, suspects_json
 from monitor.suspects_view import suspects_table
+
+if TYPE_CHECKING:  # the ranking (pandas, scipy) is imported only when this command runs
+    from monitor.suspects import SuspectGroup
 
 
 @click.command("suspects")
@@ -40,6 +42,8 @@ def suspects_cmd(  # noqa: PLR0917 - click passes every option
     state_dir: Path | None,
 ) -> None:
     """Rank what each crash group goes with: procedures, flags, settings, changes, logins, hosts."""
+    from monitor.suspects import suspects_json  # noqa: PLC0415 - see TYPE_CHECKING above
+
     try:
         if errorlogs:
             groups = _offline(errorlogs, statements, changes)
@@ -67,12 +71,15 @@ def suspects_cmd(  # noqa: PLR0917 - click passes every option
 def _offline(
     errorlogs: tuple[Path, ...], statements: Path | None, changes: Path | None
 ) -> list[SuspectGroup]:
+    from monitor.suspects import rank_suspects  # noqa: PLC0415
     from monitor.suspects_input import offline_inputs  # noqa: PLC0415 - pyarrow only when offline
 
     return rank_suspects(offline_inputs(errorlogs, statements, changes))
 
 
 def _from_store(state_dir: Path | None, config_path: Path | None, server: str | None) -> list[SuspectGroup]:
+    from monitor.readmodel import servers as store_servers  # noqa: PLC0415
+    from monitor.suspects import rank_suspects  # noqa: PLC0415
     from monitor.suspects_store import store_inputs  # noqa: PLC0415
 
     groups: list[SuspectGroup] = []
