@@ -33,8 +33,11 @@ typecheck:
 pytest:
 	$(BIN)/python -m pytest -q
 
-bench:  ## Benchmarks (not tests): print ratios against a baseline measured in the same run
+bench: setup  ## Benchmarks (not tests): print ratios against a baseline measured in the same run
+	$(BIN)/pip install --quiet -e '.[test,bench]'
 	$(BIN)/python bench/errorlog.py
+	$(BIN)/python bench/errorlog_catchup.py
+	$(BIN)/python bench/suspects.py
 	$(BIN)/python bench/tail_latency.py
 	$(BIN)/python bench/process_detect.py
 	$(BIN)/python bench/agent_detect.py
