@@ -38,6 +38,9 @@ BODIES = [
     b"curcmd = 193 program = ",
     b"extended error information: hostname:  login:",
     b"Current statement number: x Current line number: 9",
+    b"pc:",  # a bare "pc:" is no frame: found by this test (CI, 2026-12-05)
+    b"the job was infected with signal 11 said the operator",  # "infected" mid-message
+    b"pc: 0x00000000012aee1c",
 ]
 
 line = st.one_of(
@@ -86,6 +89,16 @@ def test_splitting_never_changes_the_result(data: bytes, seed: int) -> None:
     whole = run(data, [])
     step = seed % 37 + 1
     assert run(data, [step] * (len(data) // step + 1)) == whole
+
+
+def test_a_bare_pc_line_is_the_same_at_a_chunk_end_as_inside_one() -> None:
+    # The case hypothesis found: read whole, the scan passed over "pc:" (no frame); fed byte
+    # by byte, the last line of each piece was read and opened a crash block.
+    data = b"00:00000:00000:0001/01/01 00:00:00.00 kernel\tpc:\n" + (PFX[0] + BODIES[0] + b"\n") * 2
+    whole = run(data, [])
+    assert [r.spid for r in whole if isinstance(r, CrashBlock)] == [1279]  # none for "pc:"
+    for step in (1, 7, 50):
+        assert run(data, [step] * (len(data) // step + 1)) == whole
 
 
 def test_ten_megabyte_lines_and_nuls_in_bounded_memory() -> None:

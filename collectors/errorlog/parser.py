@@ -23,7 +23,7 @@ from datetime import datetime
 
 from collectors.errorlog import lines as ln
 from collectors.errorlog.crashblock import CrashBuilder
-from collectors.errorlog.scan import scan_lines
+from collectors.errorlog.scan import MARKER_TEXT_RE, scan_lines
 from monitor.events import (
     ConfigChanged,
     ErrorlogError,
@@ -315,6 +315,8 @@ class ErrorlogParser:
         text = line.text
         if self._boot is not None:
             self._boot_line(line)
+        if not MARKER_TEXT_RE.match(text):
+            return
         if text.startswith("Error: "):
             m = ln.ERROR_RE.match(text)
             if m:

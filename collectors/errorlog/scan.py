@@ -33,6 +33,10 @@ MARKER_RE = re.compile(
     rb"|Adaptive Server Enterprise|SySAM: Using|Shutdown started|ASE shutdown|ueshutdown"
     rb"|Main thread performing final|FATAL UNHANDLED|end of stack trace)"
 )
+#: The same markers for decoded text: the parser acts on a line only when this matches its
+#: message, so a line the scan passes over could never have made a record (any split of the
+#: input then gives the same records, wherever a line falls in a chunk).
+MARKER_TEXT_RE = re.compile(MARKER_RE.pattern.decode("ascii"))
 # Their first eight bytes ("pc: " only four): a line is read when its message starts so.
 _MARKER_HEADS = (
     b"Error: ", b"The conf", b"Current ", b"current ", b"timeslic", b"Using co", b"Adaptive",
