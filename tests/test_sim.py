@@ -10,6 +10,7 @@ what happened.
 
 from __future__ import annotations
 
+import itertools
 import random
 import re
 from dataclasses import replace
@@ -20,11 +21,24 @@ import pytest
 
 from monitor.errors import InputError
 from monitor.sim.control import SimServer
-from monitor.sim.crash import inner_statement
+from monitor.sim.crash import begin_crashing_call, causing_sql
 from monitor.sim.crashblock import CrashContext, render
 from monitor.sim.layout import read_cfg, read_run_file
-from monitor.sim.scenario import incident_path, load_scenario
-from monitor.sim.workload import CATALOG, CRASH_INNER_SQL, luhn_digit
+from monitor.sim.scenario import Scenario, incident_path, load_scenario, loads_scenario
+from monitor.sim.state import SimState
+from monitor.sim.tds.catalog import objects
+from monitor.sim.workload import (
+    BATCH_PROCEDURE,
+    CATALOG,
+    CRASH_INNER_SQL,
+    CRASH_LINE,
+    CRASH_PROCEDURE,
+    CRASH_STATEMENT,
+    PROCEDURES,
+    Topology,
+    Workload,
+    luhn_digit,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -33,6 +47,7 @@ PREFIX = re.compile(
 )
 PNR = re.compile(r"'(\d{8})-(\d{4})'")
 MIB = 1024 * 1024
+CULPRIT = CRASH_PROCEDURE.name
 
 SHORT = """
 [scenario]
@@ -69,6 +84,14 @@ at = 0.7
 kind = "config"
 name = "max parallel degree"
 value = 4
+
+# The nightly batch: its own login and program, several statements of a heavy procedure.
+[[calls]]
+at = 1.2
+procedure = "p_brev_batch_nattkorning"
+login = "imx_batch"
+program = "IMX Batch"
+statements = 5
 
 [[calls]]
 at = 1.5
@@ -189,7 +212,7 @@ def test_scenario_crash_restart_and_truth(tmp_path: Path, short_scenario: Path) 
     # Every unprefixed line continues a multi-line SQL text.
     for _, lines in recs:
         if len(lines) > 1:
-            assert lines[0].startswith("SQL Text: ")
+            assert lines[0].startswith(("SQL Text: ", "SQL causing error : "))
     msgs = [lines[0] for _, lines in recs]
     assert "The configuration option 'max parallel degree' has been changed by 'sa' from '1' to '4'." in msgs
     assert any(m.startswith("Adaptive Server Enterprise/16.0 SP04 PL03/EBF ") for m in msgs)
@@ -207,7 +230,10 @@ def test_scenario_crash_restart_and_truth(tmp_path: Path, short_scenario: Path) 
     assert crash["login"] == "sekr_karin"
     body = [lines[0] for _, lines in block]
     assert body[0] == f"Current process (0x{crash['kpid']:x}) infected with signal 11 (SIGSEGV)"
-    assert f"SQL causing error : {crash['sql']}" in body
+    # The statement inside the procedure caused the error; the batch (SQL Text) names the procedure.
+    assert crash["causing_sql"] == CRASH_INNER_SQL and crash["sql"].startswith(f"exec {CULPRIT} ")
+    causing = next(lines for _, lines in block if lines[0].startswith("SQL causing error : "))
+    assert "\n".join(causing) == f"SQL causing error : {CRASH_INNER_SQL}"
     assert f"SQL Text: {crash['sql']}" in body
     assert body[-1] == f"end of stack trace, spid {crash['spid']}, kpid {crash['kpid']}, suid {crash['suid']}"
     assert f"extended error information: hostname: {crash['host']} login: sekr_karin" in body
@@ -240,9 +266,10 @@ def test_scenario_crash_restart_and_truth(tmp_path: Path, short_scenario: Path) 
     late = sim.truth("config")[-1]
     assert (late["name"], late.pid) == ("max scan parallel degree", second)
     assert late.st > late["at"]
-    assert [(c["procedure"], c["outcome"], c.pid) for c in sim.truth("call")] == [
-        ("p_patient_get", "missed", second)
-    ]
+    batch, missed = sim.truth("call")
+    assert (missed["procedure"], missed["outcome"], missed.pid) == ("p_patient_get", "missed", second)
+    assert (batch["procedure"], batch["outcome"], batch.pid) == ("p_brev_batch_nattkorning", "ok", first)
+    assert (batch["login"], batch["program"], batch["statements"]) == ("imx_batch", "IMX Batch", 5)
     assert read_cfg(sim.cfg)["max scan parallel degree"] == "2"
 
 
@@ -368,23 +395,123 @@ def test_incident_scenario_yields_five_crashes_then_calm() -> None:
 
 
 def test_the_incident_makes_the_ranking_earn_its_answer() -> None:
-    """The harder incident of issue 9: an innocent flag switched on first, a batch near some
-    crashes (and at other times), the culprit only in scheduled calls, and the statement
-    inside the procedure in the crash blocks of four of five crashes."""
+    """The harder incident of issue 9, from its plan: the statement inside the procedure in four
+    of five crash blocks, a batch near some crashes (and at other times), an innocent flag
+    switched on first, the culprit only in scheduled calls, a frequent innocent procedure."""
     sc = load_scenario(incident_path())
     plan = sc.plan()
-    crashes = [c.at for c in plan if c.outcome == "crash"]
-    flags = {e.name: e.at for e in sc.events if e.kind == "flag" and e.value is True}
-    assert flags["lab_svar_push"] < flags["brevutskrift_central_search"] < crashes[0]
+    crashes = [c for c in plan if c.outcome == "crash"]
+    at = [c.at for c in crashes]
+    assert [causing_sql(c.call) for c in crashes].count(CRASH_INNER_SQL) == 4  # one shows the exec
+    on = {e.name: e.at for e in sc.events if e.kind == "flag" and e.value is True}
+    deployed = next(e.at for e in sc.events if e.kind == "deployment")
+    # The innocent flag first: no culprit call between the two switches, so only the order tells.
+    assert on["lab_svar_push"] < deployed < on["brevutskrift_central_search"] < at[0]
+    assert not [c for c in sc.calls if c.procedure == CULPRIT and c.at < on["brevutskrift_central_search"]]
     assert sc.state_at(sc.end_after or 90)[0]["lab_svar_push"] is True  # it stays on
-    batch = [c.at for c in sc.calls if c.procedure == "p_brev_batch_nattkorning"]
-    assert all(c.login == "imx_batch" for c in sc.calls if c.procedure == "p_brev_batch_nattkorning")
-    near = [t for t in batch if any(0 < at - t <= 5 for at in crashes)]
-    assert 2 <= len(near) < len(crashes) and len(batch) > len(near)
-    assert "p_brev_sok_central_utskrift" not in {p.name for p in CATALOG}  # never in the background
-    culprit_calls = [i for i, c in enumerate(sc.calls) if c.procedure == "p_brev_sok_central_utskrift"]
-    crash_calls = [i for i in culprit_calls if sc.calls[i].at in crashes]
-    assert sum(inner_statement(i) for i in crash_calls) == 4
+    batch = [c for c in sc.calls if c.procedure == BATCH_PROCEDURE.name]
+    assert all((c.login, c.program) == ("imx_batch", "IMX Batch") and c.statements > 1 for c in batch)
+    assert {i for i, t in enumerate(at) if any(0 < t - b.at <= 5 for b in batch)} == {1, 2}  # crashes 2, 3
+    assert sum(all(abs(b.at - t) > 5 for t in at) for b in batch) >= 2  # and at times with no crash
+    assert BATCH_PROCEDURE.reads[0] > max(p.reads[1] for p in CATALOG)  # heavy
+    # The culprit and the batch never run in the background: only their scheduled calls.
+    assert {CULPRIT, BATCH_PROCEDURE.name}.isdisjoint(p.name for p in CATALOG)
+    assert [c.outcome for c in plan if c.procedure == CULPRIT] == ["crash"] * 5 + ["ok"] * 3
+    # The frequent innocent procedure also runs on the searching user's own task before each search.
+    assert {c.before for c in sc.calls if c.procedure == CULPRIT} == {("p_patient_get",)}
+    patient = next(p for p in CATALOG if p.name == "p_patient_get")
+    assert sc.rate * patient.weight / sum(p.weight for p in CATALOG) >= 10  # calls per second
+
+
+def _workload(sc: Scenario, seed: int = 7) -> Workload:
+    state = SimState("CLINIC1", sc.version, sc.flags, {**sc.config, "max parallel degree": "4"})
+    return Workload(state, random.Random(seed), Topology(sc.engines, process_mode=False), sc.sessions)
+
+
+def test_background_runs_p_patient_get_every_second_and_never_the_culprit() -> None:
+    sc = load_scenario(incident_path())
+    wl = _workload(sc)
+    pos = 0
+    for _ in range(30):  # thirty seconds of background at the incident's rate, one tick a second
+        wl.background(int(sc.rate))
+        pos, rows = wl.state.pipe_read(pos)
+        names = {r.procedure for r in rows}
+        assert "p_patient_get" in names
+        assert CULPRIT not in names and BATCH_PROCEDURE.name not in names
+
+
+def test_the_crashing_family_names_the_procedure_in_its_statements() -> None:
+    """The block may show only the select, but the parent's finished statements (monSysStatement)
+    and every worker's executing one name the procedure."""
+    sc = load_scenario(incident_path())
+    wl = _workload(sc)
+    wl.background(50)
+    call = next(c for c in sc.calls if c.procedure == CULPRIT)
+    mark = wl.state.next_seq()  # every statement the call makes comes after this
+    proc, parent, sql, workers = begin_crashing_call(wl, call, 4)
+    assert proc is CRASH_PROCEDURE and parent.login == call.login and sql.startswith(f"exec {CULPRIT} ")
+    body = [
+        r
+        for r in wl.state.since(0)
+        if (r.spid, r.kpid) == (parent.spid, parent.kpid) and r.procedure == CULPRIT
+    ]
+    assert [r.statement_number for r in body] == list(range(1, CRASH_STATEMENT))
+    assert all(r.end is not None and r.line < CRASH_LINE and r.sql == sql for r in body)
+    assert all(a.end is not None and a.end <= b.start + 1e-6 for a, b in itertools.pairwise(body))
+    # The user opened the patient first, on the same task, in the seconds before the search.
+    [opened] = [r for r in wl.state.since(mark) if r.spid == parent.spid and r.procedure == "p_patient_get"]
+    assert opened.kpid == parent.kpid and opened.batch_id != body[0].batch_id
+    assert opened.end is not None and 0.3 <= body[0].start - opened.end <= 1.5 + 1e-6
+    # The batch's text is in the text pipe once (monSysSQLText), not once per statement.
+    texts = [t for t in wl.state.text_since(0) if (t.spid, t.batch_id) == (parent.spid, body[0].batch_id)]
+    assert [t.sequence for t in texts] == [1] and sql.startswith(texts[0].text)
+    active = {r.spid: r for r in wl.state.active()}
+    assert (active[parent.spid].procedure, active[parent.spid].line) == (CULPRIT, CRASH_LINE)
+    assert len(workers) == 4
+    for w in workers:
+        assert w.family == parent.spid and w.spid != parent.spid
+        run = active[w.spid]
+        assert (run.kpid, run.procedure, run.sql, run.end) == (w.kpid, CULPRIT, CRASH_INNER_SQL, None)
+
+
+def test_a_scheduled_batch_call_runs_as_its_login_and_program() -> None:
+    sc = load_scenario(incident_path())
+    wl = _workload(sc)
+    session = wl.user_session("imx_batch", "Nattbatch")
+    assert (session.login, session.program) == ("imx_batch", "Nattbatch")
+    assert wl.user_session("imx_batch", "Nattbatch") == session  # the same connection next time
+    wl.run_body(BATCH_PROCEDURE, session, wl.sql(BATCH_PROCEDURE), 6)
+    rows = [r for r in wl.state.since(0) if r.spid == session.spid]
+    assert [r.statement_number for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert {(r.procedure, r.login, r.program) for r in rows} == {
+        (BATCH_PROCEDURE.name, "imx_batch", "Nattbatch")
+    }
+    assert sum(r.logical_reads for r in rows) >= 6 * BATCH_PROCEDURE.reads[0]
+
+
+def test_every_procedure_the_sim_runs_resolves_to_its_name() -> None:
+    """monSysStatement carries ProcedureID only: each must name its own procedure in sysobjects."""
+    by_id = {o.id: o.name for db in ("imx_prod", "imx_audit") for o in objects(db, ()) if o.type == "P "}
+    assert {p.proc_id: by_id.get(p.proc_id) for p in PROCEDURES.values()} == {
+        p.proc_id: p.name for p in PROCEDURES.values()
+    }
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "error"),
+    [
+        ("statements", "0", "calls[0].statements: must be an integer 1-1000"),
+        ("statements", "true", "calls[0].statements: must be an integer"),
+        ("causing", '"sql"', "calls[0].causing: must be 'inside' or 'exec'"),
+        ("program", '""', "calls[0].program: must be a non-empty string"),
+        ("login", "3", "calls[0].login: must be a non-empty string"),
+        ("before", '"p_patient_get"', "calls[0].before: must be a list of up to 10 procedure names"),
+        ("before", '["p", ""]', "calls[0].before: must be a list"),
+    ],
+)
+def test_bad_scheduled_call_names_the_key(key: str, value: str, error: str) -> None:
+    with pytest.raises(InputError, match=re.escape(error)):
+        loads_scenario(f'[[calls]]\nat = 1\nprocedure = "p"\n{key} = {value}\n', "bad.toml")
 
 
 def test_the_crash_block_shows_the_statement_inside_the_procedure() -> None:

@@ -14,19 +14,40 @@ from types import FrameType
 
 from monitor.errors import AsewatchError
 from monitor.sim.control import SimServer
-from monitor.sim.scenario import incident_path, load_scenario
+from monitor.sim.scenario import PlannedCall, incident_path, load_scenario
 
 
 def _plan(scenario: str) -> int:
     sc = load_scenario(incident_path() if scenario == "incident" else scenario)
     print(f"scenario {sc.name}: {sc.description}")
     rows = [(ev.at, f"{ev.kind:<10} {ev.name} = {ev.value!r} (by {ev.by})") for ev in sc.events]
-    rows += [(c.at, f"call       {c.procedure} -> {c.outcome}") for c in sc.plan()]
+    rows += [(c.at, f"call       {c.procedure}{_how(c)} -> {c.outcome}{_shows(c)}") for c in sc.plan()]
     if sc.end_after is not None:
         rows.append((sc.end_after, "shutdown"))
     for at, text in sorted(rows, key=lambda r: r[0]):
         print(f"  t={at:6.1f}  {text}")
     return 0
+
+
+def _how(c: PlannedCall) -> str:
+    """Who runs a planned call, after what, and how much: `` (imx_batch, IMX Batch, 16 statements)``."""
+    if c.call is None:
+        return ""
+    parts = [p for p in (c.call.login, c.call.program) if p]
+    if c.call.before:
+        parts.append("after " + ", ".join(c.call.before))
+    if c.call.statements > 1:
+        parts.append(f"{c.call.statements} statements")
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+def _shows(c: PlannedCall) -> str:
+    """What a crash's block shows as ``SQL causing error``."""
+    if c.outcome != "crash" or c.call is None:
+        return ""
+    return "; the block shows " + (
+        "the exec" if c.call.causing == "exec" else "the select inside the procedure"
+    )
 
 
 def _run(ns: argparse.Namespace) -> int:

@@ -15,11 +15,13 @@ supervisor's). Per kind:
 - ``deployment``: event, at, by, what          - ``flag``: event, at, by, name, old, new
 - ``config``: event, at, by, name, old, new, log_time (a timeline event), or by, name, old, new,
   log_time, via ("sp_configure"), spid, static (a change made over TDS)
-- ``call``: call, at, procedure, outcome (ok | missed) [+ spid, kpid, login, sql when ok]
+- ``call``: call, at, procedure, outcome (ok | missed) [+ spid, kpid, login, program, statements, sql
+  when ok]
 - ``error``: number, severity, state, spid, login, host, log_time
-- ``crash``: trigger (scenario | signal), call, at, log_time, signal, procedure, sql, spid (the worker),
-  family (parent spid), kpid (the worker's), suid, login, host, program, db, engine, thread, fault,
-  frames, flags, config, dump_path, dump_size
+- ``crash``: trigger (scenario | signal), call, at, log_time, signal, procedure, sql (the batch),
+  causing_sql (what ``SQL causing error`` shows), spid (the worker), family (parent spid),
+  kpid (the worker's), suid, login, host, program, db, engine, thread, fault, frames, flags, config,
+  dump_path, dump_size
 - ``dump``: path, bytes, complete               - ``shutdown``: by, log_time
 - ``exit`` (supervisor): dataserver_pid, returncode, signal, stopped_by (null | sigterm | scenario end)
 - ``supervisor_stop``: reason (shutdown | sigterm | scenario end | boot failures | too many restarts)

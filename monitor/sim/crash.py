@@ -19,6 +19,7 @@ from monitor.sim import crashblock
 from monitor.sim.dumpfile import dump_path, write_dump
 from monitor.sim.errorlog_writer import Prefix, stamp
 from monitor.sim.scenario import ScheduledCall
+from monitor.sim.state import Session
 from monitor.sim.workload import (
     CRASH_INNER_SQL,
     CRASH_LINE,
@@ -26,36 +27,58 @@ from monitor.sim.workload import (
     CRASH_STATEMENT,
     MAX_WORKERS_PER_CALL,
     PROCEDURES,
+    Procedure,
     Workload,
+    procedure_named,
 )
 
 if TYPE_CHECKING:
     from monitor.sim.dataserver import Dataserver
 
 
-def inner_statement(index: int | None) -> bool:
-    """Whether the block of scheduled call ``index`` shows the statement inside the procedure as
-    ``SQL causing error`` (as most real crashes in a procedure do): every call but each fifth.
-    A crash forced by a signal (no call) shows the batch.
+def causing_sql(call: ScheduledCall | None) -> str | None:
+    """What the crash block shows as ``SQL causing error`` instead of the batch: the parallel
+    select inside the procedure for a scheduled call whose ``causing`` is ``inside`` (as most
+    real crashes in a procedure do), else ``None`` (the ``exec`` batch; also for a crash
+    forced by a signal).
 
-    >>> [inner_statement(i) for i in (0, 1, 2, 3, 4, 5, None)]
-    [False, True, True, True, True, False, False]
+    >>> causing_sql(ScheduledCall(12.0, "p_brev_sok_central_utskrift", None)) == CRASH_INNER_SQL
+    True
+    >>> causing_sql(ScheduledCall(36.0, "p_x", None, causing="exec")), causing_sql(None)
+    (None, None)
     """
-    return index is not None and index % 5 != 0
+    return CRASH_INNER_SQL if call is not None and call.causing == "inside" else None
+
+
+def begin_crashing_call(
+    workload: Workload, call: ScheduledCall | None, degree: int
+) -> tuple[Procedure, Session, str, list[Session]]:
+    """Start the call that crashes: (procedure, parent session, its ``exec`` batch, workers).
+
+    Side effects on the workload's state: the call's ``before`` procedures, then the
+    procedure's statements before the parallel select, finish on the parent (so
+    ``monSysStatement`` names the procedure on the crashing family even when the block shows
+    only the select); the parent executes the select (statement 14, line 233) and ``degree``
+    workers (family = the parent spid) execute it too.
+    """
+    proc = PROCEDURES.get(call.procedure, CRASH_PROCEDURE) if call else CRASH_PROCEDURE
+    parent = workload.user_session(call.login, call.program) if call else workload.user_session()
+    sql = workload.sql(proc)
+    first = [procedure_named(name) for name in call.before] if call else []
+    workload.run_body(proc, parent, sql, CRASH_STATEMENT - 1, first)
+    workload.state.begin(workload.statement(parent, proc, sql, running=True))
+    workers = [workload.worker(parent) for _ in range(degree)]
+    for w in workers:
+        workload.state.begin(workload.statement(w, proc, CRASH_INNER_SQL, running=True))
+    return proc, parent, sql, workers
 
 
 def crash_and_die(
     server: Dataserver, workload: Workload, index: int | None, call: ScheduledCall | None
 ) -> NoReturn:
     """Write the crash block, a truth line and the dump, then die by SIGSEGV. Never returns."""
-    proc = PROCEDURES.get(call.procedure, CRASH_PROCEDURE) if call else CRASH_PROCEDURE
-    parent = workload.user_session(call.login if call else None)
     degree = min(max(2, int(server.state.config().get("max parallel degree", "2"))), MAX_WORKERS_PER_CALL)
-    sql = workload.sql(proc)
-    server.state.begin(workload.statement(parent, proc, sql, running=True))
-    workers = [workload.worker(parent) for _ in range(degree)]
-    for w in workers:
-        server.state.begin(workload.statement(w, proc, CRASH_INNER_SQL, running=True))
+    proc, parent, sql, workers = begin_crashing_call(workload, call, degree)
     victim = server.rng.choice(workers)
     ctx = crashblock.CrashContext(
         spid=victim.spid,
@@ -70,7 +93,7 @@ def crash_and_die(
         inner_sql=CRASH_INNER_SQL,
         statement_number=CRASH_STATEMENT,
         line_number=CRASH_LINE,
-        causing_sql=CRASH_INNER_SQL if inner_statement(index) else None,
+        causing_sql=causing_sql(call),
     )
     text = crashblock.render(ctx, server.rng)
     prefix = Prefix(server.topology.thread(victim.engine), parent.spid, victim.spid)
@@ -88,6 +111,7 @@ def crash_and_die(
         signal=11,
         procedure=proc.name,
         sql=sql,
+        causing_sql=ctx.causing_sql or sql,
         spid=victim.spid,
         family=parent.spid,
         kpid=victim.kpid,

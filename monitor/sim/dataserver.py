@@ -33,7 +33,7 @@ from monitor.sim.state import SimState
 from monitor.sim.tds.host import Host
 from monitor.sim.tds.server import TdsServer
 from monitor.sim.truth import TruthWriter, read_truth
-from monitor.sim.workload import PROCEDURES, Procedure, Topology, Workload
+from monitor.sim.workload import Topology, Workload, procedure_named
 
 TICK = 0.02  # seconds between workload ticks
 
@@ -256,10 +256,11 @@ class Dataserver:
         trig = self.scenario.trigger
         if trig is not None and trig.holds(call.procedure, self.state.flags(), self.state.config()):
             self.crash(workload, index, call)
-        proc = PROCEDURES.get(call.procedure) or Procedure(
-            call.procedure, 1500000000 + len(call.procedure), "imx_prod", ("pnr",), 100, (1, 10), (10, 100), 0
-        )
-        session = workload.user_session(call.login)
+        proc = procedure_named(call.procedure)
+        session = workload.user_session(call.login, call.program)
+        if call.statements > 1 or call.before:
+            first = [procedure_named(name) for name in call.before]
+            workload.run_body(proc, session, workload.sql(proc), call.statements - 1, first)
         stmt = workload.run_call(proc, session)
         self.truth.write(
             "call",
@@ -270,6 +271,8 @@ class Dataserver:
             spid=session.spid,
             kpid=session.kpid,
             login=session.login,
+            program=session.program,
+            statements=call.statements,
             sql=stmt.sql,
         )
 

@@ -21,6 +21,9 @@ from monitor.errors import InputError
 
 EventKind = Literal["deployment", "flag", "config"]
 Outcome = Literal["crash", "ok", "missed"]
+Causing = Literal["inside", "exec"]
+MAX_STATEMENTS = 1000  # statements one scheduled call may run (a batch body), bounds the work per tick
+MAX_BEFORE = 10  # calls a scheduled call's session makes first (``before``), bounds the work per tick
 FlagValue = bool | int | str
 
 DEFAULT_VERSION = (
@@ -63,11 +66,21 @@ class TimelineEvent:
 
 @dataclass(frozen=True, slots=True)
 class ScheduledCall:
-    """A user calling ``procedure`` at scenario second ``at`` (outside the background workload)."""
+    """A user (or a batch job) calling ``procedure`` at scenario second ``at``, outside the
+    background workload: as ``login`` from ``program`` when given, running ``statements``
+    statements of the procedure's body, after one call of each of ``before`` on the same
+    session (the user's clicks just before). ``causing`` is what a crash block shows as
+    ``SQL causing error`` when the call crashes: the parallel statement ``inside`` the
+    procedure (as most real crashes in a procedure do), or the ``exec`` batch.
+    """
 
     at: float
     procedure: str
     login: str | None
+    program: str | None = None
+    statements: int = 1
+    causing: Causing = "inside"
+    before: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +109,7 @@ class PlannedCall:
     at: float
     procedure: str
     outcome: Outcome
+    call: ScheduledCall | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,12 +173,12 @@ class Scenario:
             if self.end_after is not None and item.at >= self.end_after:
                 continue
             if item.at < up_at:
-                out.append(PlannedCall(item.at, item.procedure, "missed"))
+                out.append(PlannedCall(item.at, item.procedure, "missed", item))
             elif self.trigger is not None and self.trigger.holds(item.procedure, flags, config):
-                out.append(PlannedCall(item.at, item.procedure, "crash"))
+                out.append(PlannedCall(item.at, item.procedure, "crash", item))
                 up_at = item.at + down + boot_seconds
             else:
-                out.append(PlannedCall(item.at, item.procedure, "ok"))
+                out.append(PlannedCall(item.at, item.procedure, "ok", item))
         return tuple(out)
 
 
@@ -202,12 +216,33 @@ def load_scenario(path: str | Path) -> Scenario:
     """
     p = Path(path)
     try:
-        doc = tomllib.loads(p.read_text(encoding="utf-8"))
+        text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise InputError(str(p), f"cannot read scenario: {exc.strerror}") from exc
+    return loads_scenario(text, str(p))
+
+
+def loads_scenario(text: str, source: str = "<string>") -> Scenario:
+    """Parse and validate a scenario from TOML ``text``; errors name ``source`` and the key.
+
+    >>> batch = 'at = 4\\nprocedure = "p_b"\\nlogin = "imx_batch"\\nprogram = "IMX Batch"\\nstatements = 16'
+    >>> c = loads_scenario(f"[[calls]]\\n{batch}\\nbefore = ['p_a']\\n").calls[0]
+    >>> (c.login, c.program, c.statements, c.causing, c.before)
+    ('imx_batch', 'IMX Batch', 16, 'inside', ('p_a',))
+    >>> loads_scenario('[[calls]]\\nat = 1\\nprocedure = "p"\\ncausing = "sql"\\n')
+    Traceback (most recent call last):
+    ...
+    monitor.errors.InputError: <string>: calls[0].causing: must be 'inside' or 'exec', not 'sql' ...
+    """
+    try:
+        doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise InputError(str(p), f"not valid TOML: {exc}") from exc
-    return _Parser(str(p)).scenario(doc)
+        raise InputError(source, f"not valid TOML: {exc}") from exc
+    return _Parser(source).scenario(doc)
+
+
+def _name(value: object) -> bool:
+    return isinstance(value, str) and bool(value)
 
 
 class _Parser:
@@ -311,14 +346,29 @@ class _Parser:
             raise self.fail("calls", "must be an array of tables ([[calls]])")
         out = []
         for i, item in enumerate(raw):
+            where = f"calls[{i}]"
             if not isinstance(item, dict):
-                raise self.fail(f"calls[{i}]", "must be a table")
-            login = item.get("login")
+                raise self.fail(where, "must be a table")
+            statements = item.get("statements", 1)
+            if type(statements) is not int or not 1 <= statements <= MAX_STATEMENTS:  # bool is no count
+                raise self.fail(
+                    f"{where}.statements", f"must be an integer 1-{MAX_STATEMENTS}, not {statements!r}"
+                )
+            causing = item.get("causing", "inside")
+            if causing not in ("inside", "exec"):
+                raise self.fail(f"{where}.causing", f"must be 'inside' or 'exec', not {causing!r}")
+            before = item.get("before", [])
+            if not isinstance(before, list) or len(before) > MAX_BEFORE or not all(map(_name, before)):
+                raise self.fail(f"{where}.before", f"must be a list of up to {MAX_BEFORE} procedure names")
             out.append(
                 ScheduledCall(
-                    at=self.number(item, "at", None, f"calls[{i}]"),
-                    procedure=self.text(item, "procedure", f"calls[{i}]"),
-                    login=login if isinstance(login, str) else None,
+                    at=self.number(item, "at", None, where),
+                    procedure=self.text(item, "procedure", where),
+                    login=self.text(item, "login", where) if "login" in item else None,
+                    program=self.text(item, "program", where) if "program" in item else None,
+                    statements=statements,
+                    causing=causing,
+                    before=tuple(before),
                 )
             )
         out.sort(key=lambda c: c.at)

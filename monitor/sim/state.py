@@ -184,11 +184,12 @@ class SimState:
             self._seq += 1
             return self._seq
 
-    def record(self, stmt: StatementRecord) -> None:
+    def record(self, stmt: StatementRecord, *, text: bool = True) -> None:
         """Store a finished statement in the pipe and in its spid's recent history.
 
         Its SQL text enters the text pipe now unless :meth:`begin` put it there already
-        (ASE writes the text when a statement starts and the statement row when it ends).
+        (ASE writes the text when a statement starts and the statement row when it ends)
+        or ``text`` is false (a later statement of a batch whose text is there already).
         """
         with self._lock:
             self._statements += 1
@@ -202,7 +203,7 @@ class SimState:
             running = self._active.get(stmt.spid)
             if running is not None and running.seq == stmt.seq:
                 del self._active[stmt.spid]
-            elif self._text_on:
+            elif self._text_on and text:
                 self._add_text(stmt)
 
     def begin(self, stmt: StatementRecord) -> None:

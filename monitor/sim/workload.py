@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -92,7 +93,23 @@ CRASH_PROCEDURE = Procedure(
     True,
 )
 
-PROCEDURES = {p.name: p for p in (*CATALOG, CRASH_PROCEDURE)}
+# The nightly letter batch: heavy, never in the background, run by imx_batch as scheduled calls.
+BATCH_PROCEDURE = Procedure(
+    "p_brev_batch_nattkorning", 1440005131, "imx_prod", ("avd", "fran"), 940, (50, 300), (5000, 60000), 0
+)
+
+PROCEDURES = {p.name: p for p in (*CATALOG, CRASH_PROCEDURE, BATCH_PROCEDURE)}
+
+
+def procedure_named(name: str) -> Procedure:
+    """The catalog's procedure ``name``, or a light one of that name (a scenario may call any).
+
+    >>> procedure_named("p_patient_get").weight, procedure_named("p_x").name
+    (30, 'p_x')
+    """
+    light = Procedure(name, 1500000000 + len(name), "imx_prod", ("pnr",), 100, (1, 10), (10, 100), 0)
+    return PROCEDURES.get(name, light)
+
 
 # The parallel search inside p_brev_sok_central_utskrift (statement 14 at line 233).
 CRASH_INNER_SQL = (
@@ -195,17 +212,19 @@ class Workload:
             host = f"ws-avd{self.rng.randrange(1, 40):02d}-{self.rng.randrange(1, 200):03d}"
         return self._session(spid, who, host, "IMX Klient")
 
-    def user_session(self, login: str | None = None) -> Session:
-        """A connected user session; with ``login``, one of that login's (connecting one if needed)."""
+    def user_session(self, login: str | None = None, program: str | None = None) -> Session:
+        """A connected user session; with ``login`` (and ``program``), one of that login's from that
+        program, connecting one if there is none."""
         sessions = [s for s in self.state.sessions() if FIRST_USER_SPID <= s.spid < WORKER_SPIDS.start]
-        if login is None:
+        if login is None and program is None:
             return self.rng.choice(sessions)
-        mine = [s for s in sessions if s.login == login]
+        mine = [s for s in sessions if login in (None, s.login) and program in (None, s.program)]
         if mine:
             return self.rng.choice(mine)
         taken = {s.spid for s in self.state.sessions()}
         spid = next(s for s in range(FIRST_USER_SPID, WORKER_SPIDS.start) if s not in taken)
         session = self.new_session(spid, login)
+        session = dataclasses.replace(session, program=program) if program else session
         self.state.connect(session)
         return session
 
@@ -274,15 +293,17 @@ class Workload:
         raise ValueError(f"unknown parameter kind {kind!r}")
 
     def statement(
-        self, session: Session, proc: Procedure, sql: str, *, running: bool = False
+        self, session: Session, proc: Procedure, sql: str, *, running: bool = False, line: int | None = None
     ) -> StatementRecord:
-        """A statement record of ``proc`` on ``session`` ending now (or still running)."""
+        """A statement record of ``proc`` on ``session`` ending now (or still running), at ``line``
+        (default: the crash line while running, else a random one)."""
         rng = self.rng
         now = time.time()
         cpu = rng.randint(*proc.cpu_ms)
         wait = rng.randint(0, 5)
         batch = self._batch[session.spid] = self._batch.get(session.spid, 0) + 1
-        line = CRASH_LINE if running else rng.randrange(1, proc.lines)
+        if line is None:
+            line = CRASH_LINE if running else rng.randrange(1, proc.lines)
         return StatementRecord(
             seq=self.state.next_seq(),
             spid=session.spid,
@@ -309,6 +330,28 @@ class Workload:
             error=0,
             sql=sql,
         )
+
+    def run_body(
+        self, proc: Procedure, session: Session, sql: str, n: int, first: Sequence[Procedure] = ()
+    ) -> None:
+        """Record on ``session``, back to back and ending now: one call of each of ``first``
+        (what the user did just before, each its own batch), a pause of 0.3-1.5 s, then
+        statements 1..``n`` of ``proc``'s body as one batch of ``sql``, in line order below
+        the crash line. The batch's text enters the text pipe once, as in ASE."""
+        calls = [self.statement(session, p, self.sql(p)) for p in first]
+        lines = sorted(self.rng.randrange(1, min(proc.lines, CRASH_LINE)) for _ in range(n))
+        body = [self.statement(session, proc, sql, line=ln) for ln in lines]
+        pause = self.rng.uniform(0.3, 1.5) if calls else 0.0
+        t = time.time() - pause - sum(r.cpu_ms + r.wait_ms for r in (*calls, *body)) / 1000.0
+        body = [
+            dataclasses.replace(r, statement_number=i + 1, batch_id=body[0].batch_id)
+            for i, r in enumerate(body)
+        ]
+        for i, r in enumerate((*calls, *body)):
+            t += pause if i == len(calls) else 0.0
+            took = (r.cpu_ms + r.wait_ms) / 1000.0
+            self.state.record(dataclasses.replace(r, start=t, end=t + took), text=i <= len(calls))
+            t += took
 
     def run_call(self, proc: Procedure, session: Session) -> StatementRecord:
         """Execute one call to completion; with parallelism on, its workers run and finish too."""

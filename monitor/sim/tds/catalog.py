@@ -1,7 +1,8 @@
 """The objects in the simulated databases: tables and stored procedures with their source text.
 
-``imx_prod`` (``imx``) holds the clinical application's tables and 110 procedures: the
-workload's, the central letter search (``p_brev_sok_central_utskrift``) and generated ones.
+``imx_prod`` (``imx``) holds the clinical application's tables and 111 procedures: the
+workload's, the central letter search (``p_brev_sok_central_utskrift``), the nightly letter
+batch (``p_brev_batch_nattkorning``) and generated ones.
 Each application deployment the scenario records (e.g. ``IMX 7.1.0``) rewrites 37 of them,
 always including the central letter search, which then gains ``set parallel_degree 4`` and
 a ``(parallel 4)`` hint: what the vendor later found behind the crashes. Object ids stay
@@ -18,7 +19,7 @@ from datetime import datetime
 from functools import lru_cache
 
 from monitor.sim.state import Deployment
-from monitor.sim.workload import CATALOG, CRASH_INNER_SQL, CRASH_PROCEDURE, Procedure
+from monitor.sim.workload import BATCH_PROCEDURE, CATALOG, CRASH_INNER_SQL, CRASH_PROCEDURE, Procedure
 
 BASE_LABEL = "IMX 7.0.4"
 CHANGED_PER_DEPLOYMENT = 37
@@ -62,7 +63,7 @@ class DbObject:
 
 
 def _generated() -> tuple[Procedure, ...]:
-    taken = {p.name for p in (*CATALOG, CRASH_PROCEDURE)}
+    taken = {p.name for p in (*CATALOG, CRASH_PROCEDURE, BATCH_PROCEDURE)}
     out: list[Procedure] = []
     step = 6400023  # 100 more ids after the workload's, all below 2**31 (object ids are int)
     next_id = CRASH_PROCEDURE.proc_id + 32000114
@@ -80,6 +81,7 @@ def _generated() -> tuple[Procedure, ...]:
 APP_PROCEDURES: tuple[Procedure, ...] = (
     *(p for p in CATALOG if p.db == "imx_prod"),
     CRASH_PROCEDURE,
+    BATCH_PROCEDURE,
     *_generated(),
 )
 AUDIT_PROCEDURES: tuple[Procedure, ...] = tuple(p for p in CATALOG if p.db == "imx_audit")
