@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # the ranking (pandas, scipy) is imported only when this comm
 @click.option("--changes", type=click.Path(path_type=Path),
               help="Offline: changes, CSV (time, kind, name, old, new; or export columns).")  # fmt: skip
 @click.option("--signature", help="Only the crash group of this signature.")
-@click.option("--server", help="Only this server (from the store).")
+@click.option("--server", help="Only this server (offline: its rows of a changes file).")
 @click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object (the public shape).")
 @CONFIG
 @STATE_DIR
@@ -46,7 +46,7 @@ def suspects_cmd(  # noqa: PLR0917 - click passes every option
 
     try:
         if errorlogs:
-            groups = _offline(errorlogs, statements, changes)
+            groups = _offline(errorlogs, statements, changes, server)
         elif statements is not None or changes is not None:
             _fail("--statements and --changes need --errorlog FILE (the crashes)")
         else:
@@ -69,12 +69,12 @@ def suspects_cmd(  # noqa: PLR0917 - click passes every option
 
 
 def _offline(
-    errorlogs: tuple[Path, ...], statements: Path | None, changes: Path | None
+    errorlogs: tuple[Path, ...], statements: Path | None, changes: Path | None, server: str | None
 ) -> list[SuspectGroup]:
     from monitor.suspects import rank_suspects  # noqa: PLC0415
     from monitor.suspects_input import offline_inputs  # noqa: PLC0415 - pyarrow only when offline
 
-    return rank_suspects(offline_inputs(errorlogs, statements, changes))
+    return rank_suspects(offline_inputs(errorlogs, statements, changes, server=server))
 
 
 def _from_store(state_dir: Path | None, config_path: Path | None, server: str | None) -> list[SuspectGroup]:

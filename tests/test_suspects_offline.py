@@ -162,9 +162,12 @@ def files(tmp_path: Path) -> dict[str, Path]:
                                               LogicalReads=0, ErrorStatus=0)  # fmt: skip
     parquet = tmp_path / "monSysStatement.parquet"
     mon.to_parquet(parquet, index=False)
+    mon.to_csv(tmp_path / "monSysStatement.csv", index=False)
+    frame.to_parquet(tmp_path / "statements.parquet", index=False)
     changes = tmp_path / "changes.csv"
     changes.write_text(CHANGES)
-    return {"log": log, "csv": csv, "parquet": parquet, "changes": changes}
+    return {"log": log, "csv": csv, "parquet": parquet, "changes": changes, "mon_csv": tmp_path / "monSysStatement.csv",
+            "export_parquet": tmp_path / "statements.parquet"}  # fmt: skip
 
 
 def _ranked(doc: dict, kind: str | None = None) -> list[str]:
@@ -204,6 +207,26 @@ def test_parquet_with_mon_sys_statement_columns_ranks_the_same(files: dict[str, 
     a, b = json.loads(out_a), json.loads(out_b)
     assert _ranked(b, "procedure")[:2] == _ranked(a, "procedure")[:2]
     assert _ranked(b, "procedure")[0] == CULPRIT
+
+
+@pytest.mark.parametrize("which", ["csv", "parquet", "mon_csv", "export_parquet"])
+def test_every_format_and_column_set_gives_one_object_with_the_culprit_first(
+    files: dict[str, Path], which: str
+) -> None:
+    code, out, err = run("--errorlog", str(files["log"]), "--statements", str(files[which]),
+                         "--changes", str(files["changes"]), "--json")  # fmt: skip
+    assert code == 0, err
+    doc = json.loads(out)  # exactly one object: json.loads rejects anything after it
+    assert set(doc) == {"groups"} and _ranked(doc, "procedure")[0] == CULPRIT
+
+
+def test_the_table_names_the_culprit(files: dict[str, Path]) -> None:
+    code, out, err = run("--errorlog", str(files["log"]), "--statements", str(files["parquet"]),
+                         "--changes", str(files["changes"]))  # fmt: skip
+    assert code == 0, err
+    assert CULPRIT in out and "max parallel degree" in out
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(out)
 
 
 def test_without_statements_the_ranking_says_so(files: dict[str, Path]) -> None:
