@@ -1,8 +1,7 @@
 """``asewatch activity`` and ``asewatch export activity``: the flight recorder on the command line.
 
-Attach with :func:`register` at the end of monitor/cli.py (``register(cli)``). This module
-imports monitor.cli's helpers only inside the commands, so cli.py may import it at its top
-without a cycle.
+monitor/cli.py loads this module when one of its commands runs; ``export activity`` joins
+the ``export`` group in monitor/export_cli.py.
 """
 
 from __future__ import annotations
@@ -131,12 +130,7 @@ def activity_cmd(
     out.print(_table(list(frozen.statements), f"Activity before the crash, {frozen.window:g} s{note}"))
 
 
-@click.group("export")
-def export_group() -> None:
-    """Export recorded data for offline analysis."""
-
-
-@export_group.command("activity")
+@click.command("activity")
 @_CONFIG
 @_STATE_DIR
 @click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]), default="csv", show_default=True)
@@ -184,14 +178,3 @@ def export_activity_cmd(
         sys.stdout.buffer.flush()
     elif output is not None:
         click.echo(f"{output}: {len(frame)} rows", err=True)
-
-
-def register(cli: click.Group) -> None:
-    """Attach ``activity`` and ``export activity`` to the ``asewatch`` group (into its
-    ``export`` group when one exists already)."""
-    cli.add_command(activity_cmd)
-    existing = cli.commands.get("export")
-    if isinstance(existing, click.Group):
-        existing.add_command(export_activity_cmd, "activity")
-    else:
-        cli.add_command(export_group)

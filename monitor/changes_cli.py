@@ -1,7 +1,7 @@
 """The change-ledger commands: ``asewatch change add``, ``asewatch changes``, ``asewatch export changes``.
 
-Thin, like monitor/cli.py: parse, call monitor/ledger.py, print. Attach them with
-:func:`register`.
+Thin, like monitor/cli.py: parse, call monitor/ledger.py, print. monitor/cli.py loads this
+module when one of them runs; ``export changes`` joins monitor/export_cli.py's group.
 
 The ledger's columns (``changes --json`` keys, CSV header and Parquet columns, in order):
 
@@ -171,12 +171,7 @@ def changes_cmd(*, config_path: Path | None, state_dir: Path | None, since: str 
 # --------------------------------------------------------------------------- export changes
 
 
-@click.group("export")
-def export_group() -> None:
-    """Export what the store holds to files for spreadsheets and notebooks."""
-
-
-@export_group.command("changes")
+@click.command("changes")
 @CONFIG
 @STATE_DIR
 @SINCE
@@ -210,15 +205,3 @@ def export_changes_cmd(*, config_path: Path | None, state_dir: Path | None, sinc
         _fail(f"{output}: cannot write: {e.strerror or e}")
     if output is not None:
         click.echo(f"{len(rows)} change(s) written to {output}", err=True)
-
-
-def register(cli: click.Group) -> None:
-    """Attach ``change``, ``changes`` and ``export changes`` to the ``asewatch`` group
-    (into its ``export`` group when one exists already)."""
-    cli.add_command(change_group)
-    cli.add_command(changes_cmd)
-    existing = cli.commands.get("export")
-    if isinstance(existing, click.Group):
-        existing.add_command(export_changes_cmd, "changes")
-    else:
-        cli.add_command(export_group)

@@ -1,30 +1,50 @@
-"""The ``asewatch`` command: thin. It parses arguments, calls the monitor, prints."""
+"""The ``asewatch`` command: thin. It parses arguments, calls the monitor, prints.
+
+The root group loads each command's module only when that command runs (``COMMANDS``):
+``asewatch suspects`` does not pay for the agent's config models, ``asewatch status`` not
+for pandas. The helpers below are what every command module shares; they import the
+config and the store inside their bodies for the same reason.
+"""
 
 from __future__ import annotations
 
-import json
-import logging
+import importlib
 import os
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import click
-from rich.console import Console
 
 from monitor import __version__
-from monitor.activity_cli import register as register_activity
-from monitor.changes_cli import register as register_changes
-from monitor.cli_options import CONFIG, STATE_DIR
-from monitor.config import Config, load_config, resolve_state_dir
-from monitor.dumps_cli import crash_dumps, dump_json, dumps_group, dumps_table
-from monitor.errors import AsewatchError, ConfigError
-from monitor.package_cli import package_cmd
-from monitor.ship_cli import register as register_ship
-from monitor.store import Store
-from monitor.store_types import CrashRow
-from monitor.suspects_cli import register as register_suspects
+from monitor.errors import AsewatchError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from monitor.config import Config
+    from monitor.store import Store
+
+#: Every top-level command: its name, and where it is defined ("module:attribute").
+COMMANDS = {
+    "agent": "monitor.cli_core:agent_cmd",
+    "status": "monitor.cli_core:status_cmd",
+    "crashes": "monitor.cli_core:crashes_cmd",
+    "show": "monitor.cli_core:show_cmd",
+    "suspects": "monitor.suspects_cli:suspects_cmd",
+    "activity": "monitor.activity_cli:activity_cmd",
+    "changes": "monitor.changes_cli:changes_cmd",
+    "change": "monitor.changes_cli:change_group",
+    "dumps": "monitor.dumps_cli:dumps_group",
+    "package": "monitor.package_cli:package_cmd",
+    "ship": "monitor.ship_cli:ship_cmd",
+    "doctor": "monitor.ship_cli:doctor_cmd",
+    "export": "monitor.export_cli:export_group",
+    "errorlog": "monitor.cli_core:errorlog_cmd",
+    "config": "monitor.cli_core:config_group",
+    "demo": "monitor.cli_core:demo_cmd",
+}
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -45,7 +65,33 @@ def parse_time(value: str | None) -> datetime | None:
 
 def console() -> Console:
     """Rich console for stdout; wide when piped, so tables are not folded for grep and files."""
+    from rich.console import Console  # noqa: PLC0415 - see module doc
+
     return Console() if sys.stdout.isatty() else Console(width=200)
+
+
+def load(config_path: Path | None, *, require_server: bool = False) -> Config | None:
+    """The validated config, or None without a file; a bad config exits 2 naming file, key and reason."""
+    from monitor.config import load_config  # noqa: PLC0415 - see module doc
+    from monitor.errors import ConfigError  # noqa: PLC0415
+
+    if config_path is None:
+        return None
+    try:
+        return load_config(config_path, require_server=require_server)
+    except ConfigError as e:
+        fail(str(e))
+
+
+def open_store(state_dir: Path | None, config: Config | None) -> Store:
+    """The store of ``state_dir`` (else the config's, else the per-user one); exits 2 when none."""
+    from monitor.config import resolve_state_dir  # noqa: PLC0415 - see module doc
+    from monitor.store import Store  # noqa: PLC0415
+
+    path = resolve_state_dir(state_dir, config)
+    if not (path / "asewatch.db").exists():
+        fail(f"no asewatch store in {path} (start the agent, or pass --state-dir)")
+    return Store.open(path)
 
 
 def main() -> None:
@@ -60,199 +106,23 @@ def main() -> None:
         fail(f"internal error: {type(e).__name__}: {e} (set ASEWATCH_DEBUG=1 for the traceback)", code=1)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A group whose commands are imported from :data:`COMMANDS` when first asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*COMMANDS, *self.commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            module, attr = COMMANDS[cmd_name].split(":")
+            command = getattr(importlib.import_module(module), attr)
+            if not isinstance(command, click.Command) or command.name != cmd_name:
+                raise TypeError(f"{COMMANDS[cmd_name]} is not the command {cmd_name!r}")
+            self.add_command(command)
+        return self.commands.get(cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="asewatch")
 def cli() -> None:
     """asewatch: crash-dump and stability monitor for SAP ASE."""
-
-
-@cli.command("errorlog")
-@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object (the public shape).")
-@click.option("--since", metavar="TIME", help="Leave out records before this local time (ISO 8601).")
-def errorlog_cmd(files: tuple[Path, ...], as_json: bool, since: str | None) -> None:
-    """Analyse ASE errorlog FILES (plain or .gz): crashes grouped by signature, errors, changes, stops."""
-    from monitor.logreport import analyse  # noqa: PLC0415 - keeps `asewatch --help` fast
-    from monitor.views import errorlog_views  # noqa: PLC0415
-
-    since_t = parse_time(since)
-    try:
-        report = analyse(list(files), since_t)
-    except AsewatchError as e:
-        fail(str(e))
-    if as_json:
-        sys.stdout.write(json.dumps(report.to_json(), ensure_ascii=False) + "\n")
-        return
-    out = console()
-    for view in errorlog_views(report):
-        out.print(view)
-
-
-# --------------------------------------------------------------------------- shared options
-
-
-def load(config_path: Path | None, *, require_server: bool = False) -> Config | None:
-    """The validated config, or None without a file; a bad config exits 2 naming file, key and reason."""
-    if config_path is None:
-        return None
-    try:
-        return load_config(config_path, require_server=require_server)
-    except ConfigError as e:
-        fail(str(e))
-
-
-def open_store(state_dir: Path | None, config: Config | None) -> Store:
-    path = resolve_state_dir(state_dir, config)
-    if not (path / "asewatch.db").exists():
-        fail(f"no asewatch store in {path} (start the agent, or pass --state-dir)")
-    return Store.open(path)
-
-
-def setup_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-
-# --------------------------------------------------------------------------- commands
-
-
-@cli.group("config")
-def config_group() -> None:
-    """Configuration helpers."""
-
-
-@config_group.command("check")
-@click.argument("file", type=click.Path(path_type=Path))
-def config_check(file: Path) -> None:
-    """Validate FILE; print what it configures, or every problem with file, key and reason."""
-    cfg = load(file, require_server=True)
-    assert cfg is not None
-    names = ", ".join(s.name for s in cfg.servers)
-    click.echo(f"{file}: OK ({len(cfg.servers)} server(s): {names}; state in {resolve_state_dir(None, cfg)})")
-
-
-@cli.command("agent")
-@CONFIG
-@STATE_DIR
-def agent_cmd(config_path: Path | None, state_dir: Path | None) -> None:
-    """Run the agent beside the configured dataservers until SIGTERM or Ctrl-C."""
-    from monitor.agent import Agent  # noqa: PLC0415
-
-    if config_path is None:
-        fail("the agent needs a config: asewatch agent -c /etc/asewatch/asewatch.toml")
-    cfg = load(config_path, require_server=True)
-    assert cfg is not None
-    setup_logging(cfg.agent.log_level)
-    raise SystemExit(Agent(cfg, resolve_state_dir(state_dir, cfg)).run())
-
-
-@cli.command("status")
-@CONFIG
-@STATE_DIR
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def status_cmd(config_path: Path | None, state_dir: Path | None, as_json: bool) -> None:
-    """Each server: up or down, since when, its crashes and the newest one."""
-    from monitor import readmodel  # noqa: PLC0415
-    from monitor.views import crash_json_row, status_table  # noqa: PLC0415
-
-    cfg = load(config_path)
-    with open_store(state_dir, cfg) as store, store.reader() as r:
-        names = readmodel.servers(r, tuple(s.name for s in cfg.servers) if cfg else ())
-        views = [readmodel.server_view(r, s) for s in names]
-        rows = r.crashes()
-    counts: dict[str, int] = {}
-    last: dict[str, CrashRow] = {}
-    for row in rows:
-        counts[row.server] = counts.get(row.server, 0) + 1
-        if row.time and (row.server not in last or (last[row.server].time or row.time) <= row.time):
-            last[row.server] = row
-    if as_json:
-        doc = [
-            {
-                "server": v.server, "up": v.up, "pid": v.pid, "start_time": v.start_time,
-                "crashes": counts.get(v.server, 0),
-                "last_crash": crash_json_row(last[v.server]) if v.server in last else None,
-            }
-            for v in views
-        ]  # fmt: skip
-        click.echo(json.dumps(doc, ensure_ascii=False))
-        return
-    console().print(status_table(views, counts, last))
-
-
-@cli.command("crashes")
-@CONFIG
-@STATE_DIR
-@click.option("--server", help="Only this server.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per crash.")
-def crashes_cmd(config_path: Path | None, state_dir: Path | None, server: str | None, as_json: bool) -> None:
-    """Every crash the agent recorded: kind, signature, the SQL and who ran it."""
-    from monitor.views import crash_json_row, crashes_table  # noqa: PLC0415
-
-    with open_store(state_dir, load(config_path)) as store:
-        rows = store.crashes(server)
-    if as_json:
-        click.echo(json.dumps([crash_json_row(r) for r in rows], ensure_ascii=False))
-        return
-    console().print(crashes_table(rows))
-
-
-@cli.command("show")
-@click.argument("crash")
-@CONFIG
-@STATE_DIR
-@click.option("--json", "as_json", is_flag=True, help="Print JSON (the record and the errorlog block).")
-def show_cmd(crash: str, config_path: Path | None, state_dir: Path | None, as_json: bool) -> None:
-    """One crash in full: CRASH is its id (from `asewatch crashes`) or its key."""
-    from monitor.codec import decode_event  # noqa: PLC0415
-    from monitor.events import CrashBlock  # noqa: PLC0415
-    from monitor.logreport import crash_json  # noqa: PLC0415
-    from monitor.suspects_agent import group_of, stored  # noqa: PLC0415
-    from monitor.suspects_view import suspects_table  # noqa: PLC0415
-    from monitor.views import crash_detail, crash_json_row  # noqa: PLC0415
-
-    with open_store(state_dir, load(config_path)) as store:
-        row = store.crash(int(crash) if crash.isdigit() else crash)
-        dumps = crash_dumps(store, row.id) if row is not None else []
-        if row is not None:
-            with store.reader() as r:
-                group = group_of(stored(r, row.server), row.signature)
-    if row is None:
-        fail(f"no crash {crash!r}; `asewatch crashes` lists them")
-    block = None
-    if row.payload and row.payload != "{}":
-        ev = decode_event("CrashBlock", row.payload)
-        block = ev if isinstance(ev, CrashBlock) else None
-    if as_json:
-        doc = crash_json_row(row) | {"errorlog": crash_json(block) if block else None}
-        doc["dumps"] = [dump_json(d) for d in dumps]
-        doc["suspects"] = group["suspects"] if group else None
-        click.echo(json.dumps(doc, ensure_ascii=False))
-        return
-    out = console()
-    for view in crash_detail(row, block):
-        out.print(view)
-    if dumps:
-        out.print(dumps_table(dumps, f"Dumps of crash {row.id}"))
-    if group:
-        out.print(suspects_table(group))
-
-
-@cli.command("demo")
-@STATE_DIR
-@click.option("--keep-running", is_flag=True, help="Leave the simulator, agent and /metrics up until Ctrl-C.")
-def demo_cmd(state_dir: Path | None, keep_running: bool) -> None:
-    """Replay the incident on a simulated dataserver and show asewatch catching it (under 2 minutes)."""
-    from monitor.demo import run_demo  # noqa: PLC0415
-
-    # The agent's own log goes to a file: the demo's screen is for the story.
-    raise SystemExit(run_demo(console(), state_dir, keep_running))
-
-
-register_changes(cli)
-register_activity(cli)
-register_ship(cli)
-register_suspects(cli)
-cli.add_command(package_cmd)
-
-
-cli.add_command(dumps_group)

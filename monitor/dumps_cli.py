@@ -1,15 +1,10 @@
 """``asewatch dumps`` and ``asewatch dumps prune``: dump files on the command line.
 
-Attach to the CLI group in monitor/cli.py::
+monitor/cli.py loads this module when ``dumps`` runs; ``asewatch show`` adds a crash's
+dumps with :func:`crash_dumps`, :func:`dump_json` and :func:`dumps_table`.
 
-    from monitor.dumps_cli import dumps_group
-    cli.add_command(dumps_group)
-
-``asewatch show`` adds a crash's dumps with :func:`crash_dumps`, :func:`dump_json` and
-:func:`dumps_table`.
-
-This module imports monitor.cli's helpers only inside the commands, so cli.py may import
-it at its top without a cycle.
+This module imports monitor.cli's helpers inside the commands (monitor.cli_core imports
+this one).
 """
 
 from __future__ import annotations

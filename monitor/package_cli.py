@@ -1,6 +1,6 @@
 """``asewatch package CRASH``: build the vendor package of one crash (thin: parse, call, print).
 
-Attached to the ``asewatch`` group in monitor/cli.py with ``cli.add_command(package_cmd)``.
+monitor/cli.py loads this module when ``package`` runs.
 Until monitor/config.py carries the ``[package]`` (and ``[vendor]``/``[ship]``) sections,
 this command reads them from the same TOML itself, so one config file serves both.
 """

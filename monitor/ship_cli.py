@@ -1,6 +1,6 @@
 """``asewatch ship`` and ``asewatch doctor``. Thin, like monitor/cli.py: parse, call, print.
 
-Attach them with :func:`register`. ``ship`` shows the queue (what is where, what
+``ship`` shows the queue (what is where, what
 failed and why, when it is retried); ``--now`` ships at once, past windows and retry
 times (in this process, or by asking the running agent); ``--release PACKAGE`` lets a
 metadata-first package's dumps go. ``doctor`` runs the readiness checks and exits 1
@@ -29,7 +29,7 @@ from monitor.config_ship import ShipConfig, VendorConfig
 from monitor.errors import ConfigError
 from monitor.store import Batch, Store
 
-__all__ = ["Settings", "load_settings", "register"]
+__all__ = ["Settings", "doctor_cmd", "load_settings", "ship_cmd"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,9 +206,3 @@ def doctor_cmd(*, config_path: Path | None, state_dir: Path | None, as_json: boo
                 click.echo(f"         fix: {c.fix}")
         click.echo(f"verdict: {report.verdict}")
     raise SystemExit(report.exit_code)
-
-
-def register(cli: click.Group) -> None:
-    """Attach ``ship`` and ``doctor`` to the ``asewatch`` group."""
-    cli.add_command(ship_cmd)
-    cli.add_command(doctor_cmd)

@@ -8,12 +8,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
-from rich.console import Console
 
-from monitor.changes_cli import _config, _fail, _store
+from monitor.cli import console, fail, load, open_store
 from monitor.cli_options import CONFIG, STATE_DIR
 from monitor.errors import AsewatchError
-from monitor.suspects_view import suspects_table
 
 if TYPE_CHECKING:  # the ranking (pandas, scipy) is imported only when this command runs
     from monitor.suspects import SuspectGroup
@@ -48,20 +46,22 @@ def suspects_cmd(  # noqa: PLR0917 - click passes every option
         if errorlogs:
             groups = _offline(errorlogs, statements, changes, server)
         elif statements is not None or changes is not None:
-            _fail("--statements and --changes need --errorlog FILE (the crashes)")
+            fail("--statements and --changes need --errorlog FILE (the crashes)")
         else:
             groups = _from_store(state_dir, config_path, server)
     except AsewatchError as e:
-        _fail(str(e))
+        fail(str(e))
     if signature is not None:
         groups = [g for g in groups if g.signature == signature]
         if not groups:
-            _fail(f"no crash group with signature {signature!r}")
+            fail(f"no crash group with signature {signature!r}")
     doc = suspects_json(groups)
     if as_json:
         sys.stdout.write(json.dumps(doc, ensure_ascii=False) + "\n")
         return
-    out = Console() if sys.stdout.isatty() else Console(width=200)
+    from monitor.suspects_view import suspects_table  # noqa: PLC0415 - rich only for the table
+
+    out = console()
     if not doc["groups"]:
         out.print("No crashes: nothing to rank.")
     for group in doc["groups"]:  # type: ignore[attr-defined]
@@ -83,16 +83,7 @@ def _from_store(state_dir: Path | None, config_path: Path | None, server: str | 
     from monitor.suspects_store import store_inputs  # noqa: PLC0415
 
     groups: list[SuspectGroup] = []
-    with _store(state_dir, _config(config_path)) as store, store.reader() as r:
+    with open_store(state_dir, load(config_path)) as store, store.reader() as r:
         for s in [server] if server else store_servers(r):
             groups += rank_suspects(store_inputs(r, s))
     return groups
-
-
-def register(cli: click.Group) -> None:
-    """Attach ``suspects`` to the ``asewatch`` group."""
-    cli.add_command(suspects_cmd)
-
-
-if __name__ == "__main__":  # the benchmark runs it without the full command set
-    suspects_cmd(prog_name="asewatch suspects")

@@ -12,7 +12,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import click
 import pyodbc
 import pytest
 from click.testing import CliRunner
@@ -21,7 +20,7 @@ from collectors.errorlog.parser import ErrorlogParser
 from collectors.flags import FlagsCollector
 from collectors.procedures import ProceduresCollector
 from collectors.settings import SettingsCollector
-from monitor.changes_cli import register
+from monitor.cli import cli
 from monitor.events import ConfigChanged, Event
 from monitor.events_changes import (
     DumpConditions,
@@ -195,8 +194,7 @@ def test_the_incident_flag_switch_and_upgrade_through_freetds(tmp_path: Path, st
 
     # The operator records the deployment; `asewatch changes --json` shows the whole story.
     store.append(Batch(events=[(SERVER, e) for e in [*before, *after, *logged]]))
-    group = click.Group("asewatch")
-    register(group)
+    group = cli
     state = str(store.path.parent)
     when = datetime.fromtimestamp(deployed.time).isoformat()
     runner = CliRunner()

@@ -11,8 +11,9 @@ import pytest
 from click.testing import CliRunner
 
 from collectors.mda.rows import SqlTextRow
-from monitor.activity_cli import activity_cmd, export_group
+from monitor.activity_cli import activity_cmd
 from monitor.config_mda import MdaConfig
+from monitor.export_cli import export_group
 from monitor.flightrec import ops_for
 from monitor.flightrec_export import MINUTE_COLUMNS, STATEMENT_COLUMNS
 from monitor.flightrec_freeze import FreezeCrash
