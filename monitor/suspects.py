@@ -35,6 +35,7 @@ import pandas as pd
 
 from monitor import suspects_combine as comb
 from monitor import suspects_evidence as ev
+from monitor import suspects_link as link
 from monitor.errors import InputError
 from monitor.suspects_state import (
     Timeline,
@@ -229,8 +230,10 @@ def _activity(
     present = {"procedure": ev.presence(win, names, pairs, win.source > 0)}
     attrs = {"procedure": proc}
     block = {"procedure": tuple(frozenset(index[nm] for nm in b) for b in block_names)}
+    known: dict[str, int] = {}
     for col in IDENTITY:
         codes, vals = ev.codes_of(st[col] if st is not None and col in st else None, n)
+        known[col] = len(vals) if (codes >= 0).any() else 0
         vindex = {v: i for i, v in enumerate(vals)}
         for v in sorted(set(table[col]) - {""} - set(vindex)):
             vindex[v] = len(vals)
@@ -244,13 +247,14 @@ def _activity(
     crash_window = slot_window[np.searchsorted(times, table["t"].to_numpy())]
     on_task: dict[str, tuple[frozenset[int], ...]] = {}
     bg_runs: dict[int, int] = {}
+    bg_ident: dict[str, dict[int, int]] = {}
     bg_total = 0.0
     if st is not None:
         tasks = ev.CrashTasks(
             crash_window, *(table[c].to_numpy(dtype=np.int64) for c in ("spid", "kpid", "family"))
         )
         runs = ev.task_runs(win, rw, ev.RowIds(st), attrs, tasks)
-        on_task, bg_runs, bg_total = runs.on_task, runs.bg_runs, runs.bg_total
+        on_task, bg_runs, bg_total, bg_ident = runs.on_task, runs.bg_runs, runs.bg_total, runs.bg_ident
     for kind, pres in present.items():
         for i, wi in enumerate(crash_window.tolist()):
             for c in block[kind][i] | (on_task[kind][i] if kind in on_task else frozenset()):
@@ -259,7 +263,7 @@ def _activity(
     _activity_notes(win, st is not None, mi is not None, width_s, notes)
     hours = (win.end - win.start) / (3600 * ev.NS)
     return comb.Activity(
-        win, width_s, present, on_task, block, bg_runs, bg_total, crash_window, anchor, hours
+        win, width_s, present, on_task, block, bg_runs, bg_total, bg_ident, known, crash_window, anchor, hours
     )
 
 
@@ -299,13 +303,13 @@ def _rank_group(
     procs = sorted((c for c in cands if c.kind == "procedure"), key=lambda c: (-c.base, c.name))
     tops = [c for c in procs[: comb.LINK_TOP] if c.base >= comb.LINK_MIN]
     for c in tops:
-        comb.best_conjunction(act, g, c, [tl for tl in tls if tl.kind in ("flag", "setting")])
+        link.best_conjunction(act, g, c, [tl for tl in tls if tl.kind in ("flag", "setting")])
     scored = [comb.activity_scored(act, c) for c in cands]
     final = {c.code: s.score for c, s in zip(cands, scored, strict=True) if c.kind == "procedure"}
     linked = [(c, final[c.code]) for c in tops]
     evs = [e for tl in tls for e in state_evidence(tl, g_times, observed)]
     for e, qs in zip(evs, bh([e.rate.p for e in evs]).tolist(), strict=True):
-        scored.append(comb.state_scored(act, g, e, qs, linked))
+        scored.append(link.state_scored(act, g, e, qs, linked))
     ruled = sorted({f"{e.kind} {e.label}" for e in evs if e.ruled_out})
     if ruled:
         notes.append(f"changed after the first crash, so not its cause (score 0): {', '.join(ruled)}")

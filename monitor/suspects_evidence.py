@@ -288,12 +288,15 @@ class TaskRuns:
     session and the sibling workers).
     ``bg_runs``: procedure code -> background (session, window) pairs in raw windows where
     it ran, for the procedures seen on a crashing task; ``bg_total`` estimates all such
-    pairs (0 when no raw background window exists).
+    pairs (0 when no raw background window exists). ``bg_ident[attr]``: the same for the
+    login, application and host values seen on a crashing task (from the sampled windows:
+    these values are busy, an estimate cannot change a score).
     """
 
     on_task: dict[str, tuple[frozenset[int], ...]]
     bg_runs: dict[int, int]
     bg_total: float
+    bg_ident: dict[str, dict[int, int]]
 
 
 class RowIds:
@@ -341,7 +344,7 @@ def task_runs(
     cand = np.array(sorted(set().union(*on["procedure"])) if on["procedure"] else [], dtype=np.int64)
     raw_bg = np.flatnonzero(win.background & (win.source == RAW))
     if not raw_bg.size:
-        return TaskRuns({a: tuple(v) for a, v in on.items()}, {}, 0.0)
+        return TaskRuns({a: tuple(v) for a, v in on.items()}, {}, 0.0, {})
     sample = raw_bg[
         np.unique(np.linspace(0, raw_bg.size - 1, min(SAMPLE_WINDOWS, raw_bg.size)).astype(np.int64))
     ]
@@ -352,7 +355,26 @@ def task_runs(
     session = _session(spid, family)
     bg_total = pd.unique(session * win.start.size + w).size * raw_bg.size / sample.size
     bg_runs = _bg_runs(win, rw, ids, proc, cand=cand, raw_bg=raw_bg, sampled=(r, w, session))
-    return TaskRuns({a: tuple(v) for a, v in on.items()}, bg_runs, bg_total)
+    scale = raw_bg.size / sample.size  # as bg_total: a value never counts more pairs than all
+    bg_ident = {
+        a: _sampled_runs(codes[r], w, session, nwin=win.start.size, scale=scale)
+        for a, codes in attrs.items()
+        if a != "procedure"
+    }
+    return TaskRuns({a: tuple(v) for a, v in on.items()}, bg_runs, bg_total, bg_ident)
+
+
+def _sampled_runs(
+    codes: IntArray, w: IntArray, session: IntArray, *, nwin: int, scale: float
+) -> dict[int, int]:
+    """Background (session, window) pairs per code in the sampled windows, scaled to all."""
+    ok = codes >= 0
+    if not ok.any():
+        return {}
+    top = int(codes.max()) + 1
+    keys = pd.unique((session[ok] * nwin + w[ok]) * top + codes[ok])
+    counts = np.bincount(keys % top, minlength=top) * scale
+    return {int(c): round(float(n)) for c, n in enumerate(counts.tolist()) if n > 0}
 
 
 def _bg_runs(

@@ -61,6 +61,23 @@ def increase(f: npt.ArrayLike, s: npt.ArrayLike, num_f: int, num_s: int) -> Floa
     return failure(f, s) - context(num_f, num_s)
 
 
+def lift_share(f: int, s: float, num_f: int, num_s: float) -> float:
+    """``1 - Context / Failure``: the share of P's failures above the base rate (0..1).
+
+    The rate-scale counterpart of Increase for a bug that fires on a few of P's runs: a
+    procedure that crashed 7 of its 230 runs when runs crash 1 in 10,000 scores 0.997
+    (Increase: 0.03); one that runs on every task scores near 0 either way.
+
+    >>> round(lift_share(7, 223, 10, 100_000), 3), lift_share(10, 100_000, 10, 100_000)
+    (0.997, 0.0)
+    """
+    fail = f / (f + s) if f + s > 0 else 0.0
+    base = num_f / (num_f + num_s) if num_f + num_s > 0 else 0.0
+    if fail <= 0 or base <= 0:
+        return 0.0
+    return float(min(max(1.0 - base / fail, 0.0), 1.0))
+
+
 def log_term(f: npt.ArrayLike, num_f: int) -> FloatArray:
     """``log(F) / log(NumF)``: the log-scaled share of the failures P covers (0..1).
 

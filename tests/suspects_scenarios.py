@@ -95,8 +95,12 @@ def make(
     two_bugs: bool = False,
     late: bool = False,
     uptime: bool = True,
+    misses: float = 0.0,
 ) -> Scenario:
-    """One incident; ``crashes`` by the culprit, spread over the hours after the morning changes."""
+    """One incident; ``crashes`` by the culprit, spread over the hours after the morning changes.
+
+    ``misses``: calls an hour of the culprit that do not crash while the setting is raised
+    (a bug that fires on a few of its runs, not on every one)."""
     rng = np.random.default_rng(seed)
     t0, end = T0.value, T0.value + int(hours * H)
     morning = (T0 + pd.Timedelta(hours=12)).value  # 06:00 the next day
@@ -139,6 +143,8 @@ def make(
         culprit_ok = np.r_[culprit_ok, rng.integers(flag_on, decoy_at)]
     if revert_at is not None:
         culprit_ok = np.r_[culprit_ok, _poisson_times(rng, culprit_rate, revert_at, end)]
+    if misses > 0:
+        culprit_ok = np.sort(np.r_[culprit_ok, _poisson_times(rng, misses, set_on, revert_at or end)])
     crash_list = [(t, "sig-A", CULPRIT) for t in ctimes.tolist()]
     truths = [Truth("sig-A", CULPRIT, SETTING, CULPRIT_FLAG)]
     second_ok = np.empty(0, np.int64)

@@ -91,6 +91,43 @@ def test_procedure_running_9000_an_hour_before_every_crash_scores_near_zero() ->
         assert procedures(g)[0] == CULPRIT
 
 
+def test_a_culprit_that_crashes_on_few_of_its_runs_is_still_first_and_strong() -> None:
+    # Found by a blind evaluation: a bug that fires on one call in ten has a CBI Increase of
+    # about 0.1 however sure the crashing-task test is, and ranked below chance items. The
+    # rate-scale task evidence (lift over the base rate of crash-free tasks) keeps it first.
+    for seed in range(6):
+        _, groups = run(seed, crashes=8, misses=12.0)
+        g = group(groups)
+        culprit = find(g, CULPRIT)
+        assert culprit is not None, seed
+        top = [(s.name, round(s.score, 3)) for s in g.suspects[:4]]
+        assert procedures(g)[0] == CULPRIT and CULPRIT in [n for n, _ in top[:2]], (seed, top)
+        task = culprit.detail["task"]
+        assert task["successful"] > 10 * task["failing"] / 2, (seed, task)  # type: ignore[index,operator]
+        assert culprit.score >= 0.8 and culprit.confidence == "strong", (seed, culprit)
+
+
+def test_identities_only_the_crash_blocks_name_are_weak_without_their_columns() -> None:
+    # monSysStatement's own columns carry no login, host or application: a value only the
+    # crash blocks name has nothing to compare against and must not read "in 0 of N
+    # crash-free windows" (it was "strong" at the top before).
+    for seed in range(4):
+        sc = make(seed)
+        stmts = sc.inputs.statements
+        assert stmts is not None
+        bare = stmts.drop(columns=[c for c in ("login", "host", "application") if c in stmts])
+        inputs = SuspectInputs(
+            sc.inputs.crashes, bare, sc.inputs.minutes, sc.inputs.changes, sc.inputs.uptime
+        )
+        g = group(tuple(rank_suspects(inputs, limit=1000)))
+        assert procedures(g)[0] == CULPRIT, seed
+        idents = [s for s in g.suspects if s.kind in ("login", "host", "application")]
+        assert idents, seed  # still listed, from the blocks
+        for s in idents:
+            assert s.confidence == "weak" and s.score <= 0.3 + 1e-9, (seed, s)  # the block share only
+            assert "no activity rows to compare against" in s.evidence, s.evidence
+
+
 def test_heavy_batch_near_half_the_crashes_is_not_the_culprit() -> None:
     for seed in SEEDS:
         _, groups = run(seed, batch=True)
