@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -36,7 +36,9 @@ import pandas as pd
 from monitor import suspects_combine as comb
 from monitor import suspects_evidence as ev
 from monitor import suspects_link as link
+from monitor import suspects_tasks as tk
 from monitor.errors import InputError
+from monitor.suspects_json import suspects_json
 from monitor.suspects_state import (
     Timeline,
     is_parallelism_setting,
@@ -250,10 +252,10 @@ def _activity(
     bg_ident: dict[str, dict[int, int]] = {}
     bg_total = 0.0
     if st is not None:
-        tasks = ev.CrashTasks(
+        tasks = tk.CrashTasks(
             crash_window, *(table[c].to_numpy(dtype=np.int64) for c in ("spid", "kpid", "family"))
         )
-        runs = ev.task_runs(win, rw, ev.RowIds(st), attrs, tasks)
+        runs = tk.task_runs(win, rw, tk.RowIds(st), attrs, tasks)
         on_task, bg_runs, bg_total, bg_ident = runs.on_task, runs.bg_runs, runs.bg_total, runs.bg_ident
     for kind, pres in present.items():
         for i, wi in enumerate(crash_window.tolist()):
@@ -310,6 +312,7 @@ def _rank_group(
     evs = [e for tl in tls for e in state_evidence(tl, g_times, observed)]
     for e, qs in zip(evs, bh([e.rate.p for e in evs]).tolist(), strict=True):
         scored.append(link.state_scored(act, g, e, qs, linked))
+    scored = link.tie_gates(scored)
     ruled = sorted({f"{e.kind} {e.label}" for e in evs if e.ruled_out})
     if ruled:
         notes.append(f"changed after the first crash, so not its cause (score 0): {', '.join(ruled)}")
@@ -370,35 +373,3 @@ def rank_suspects(
         _rank_group(act, table, str(sig), tls=tls, observed=observed, limit=limit, common=notes)
         for sig in sigs.index
     ]
-
-
-def _plain(value: object) -> object:
-    """JSON-safe: inf -> "∞", nan -> None, floats to 6 significant digits, numpy -> Python, times ISO."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, bool | int | str) or value is None:
-        return value
-    if isinstance(value, float):
-        if math.isnan(value):
-            return None
-        return ("∞" if value > 0 else "-∞") if math.isinf(value) else float(f"{value:.6g}")
-    if isinstance(value, datetime):
-        return value.isoformat(timespec="seconds")
-    return str(value)
-
-
-def suspects_json(groups: Sequence[SuspectGroup]) -> dict[str, object]:
-    """The public JSON object: ``{"groups": [{signature, crashes, first, last, notes, suspects}]}``.
-
-    Times ISO 8601 without a zone; scores rounded to 3 decimals; ``detail`` JSON-safe.
-    """
-    return {"groups": [{
-        "signature": g.signature, "crashes": g.crashes, "first": _plain(g.first), "last": _plain(g.last),
-        "notes": list(g.notes),
-        "suspects": [{"rank": s.rank, "kind": s.kind, "name": s.name, "score": round(float(s.score), 3),
-                      "confidence": s.confidence, "evidence": s.evidence, "detail": _plain(s.detail)}
-                     for s in g.suspects]} for g in groups]}  # fmt: skip

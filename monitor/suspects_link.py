@@ -19,6 +19,8 @@ from monitor.suspects_stats import confidence as stats_confidence
 GATE_WEIGHT = 0.8
 PARALLEL_WEIGHT = 0.3
 CONJ_P = 0.05
+#: A link to a top procedure this strong is said in the evidence (and lets a state be strong).
+LINK_SHOWN = 0.1
 #: A clean revert counts when this many crashes were expected after it at the rate before it.
 REVERT_EXPECTED = 3.0
 
@@ -200,11 +202,11 @@ def state_scored(
         # the crashes since it was entered is what is left of the score, and at most weak.
         score *= e.rate.events / (e.rate.events + e.crashes_after_revert)
     conf = "weak" if e.ruled_out or went_on else stats_confidence(g.num_f, score, q, large)
-    if conf == "strong" and lk < 0.1 and not _clean_revert(e):
+    if conf == "strong" and lk < LINK_SHOWN and not _clean_revert(e):
         conf = "moderate"  # timing alone: changes made hours apart share the same crash times
     more: list[str] = []
     proc = ldetail.get("procedure")
-    if proc and lk >= 0.1:
+    if proc and lk >= LINK_SHOWN:
         trig = float(ldetail["trigger"]) >= float(ldetail["gating"])  # type: ignore[arg-type]
         how = "it crashed only under this value" if trig else "it ran only while this held"
         more.append(f"linked to {proc}: {how}")
@@ -216,5 +218,31 @@ def state_scored(
     text = state_text(e) + (" " + "; ".join(more)[0].upper() + "; ".join(more)[1:] + "." if more else "")
     detail: dict[str, object] = {"state": e.numbers(q)}
     if ldetail:
-        detail["combination"] = ldetail
+        detail["combination"] = {**ldetail, "link": lk}
     return Scored(e.kind, safe_name(e.name), score, conf, safe_name(text), detail)
+
+
+def tie_gates(scored: list[Scored]) -> list[Scored]:
+    """Flags and settings that each gate the same procedure (it ran only while each held) are
+    told apart by timing alone: none of them is ``strong`` on that, and each names the others."""
+    gates: dict[str, list[int]] = {}
+    for i, sc in enumerate(scored):
+        lk = sc.detail.get("combination")
+        if sc.kind in ("flag", "setting") and isinstance(lk, dict) and lk.get("procedure"):
+            gating, trigger = float(lk.get("gating", 0.0)), float(lk.get("trigger", 0.0))
+            if float(lk.get("link", 0.0)) >= LINK_SHOWN and gating >= trigger:
+                gates.setdefault(str(lk["procedure"]), []).append(i)
+    out = list(scored)
+    for members in gates.values():
+        if len(members) < 2:
+            continue
+        for i in members:
+            sc = out[i]
+            others = " and ".join(sorted(scored[j].name for j in members if j != i))
+            text = sc.evidence.replace(
+                "it ran only while this held", f"it ran only while this held, as while {others} held"
+            )
+            detail = {**sc.detail, "gates_alike": sorted(scored[j].name for j in members if j != i)}
+            conf = "moderate" if sc.confidence == "strong" else sc.confidence
+            out[i] = Scored(sc.kind, sc.name, sc.score, conf, text, detail)
+    return out

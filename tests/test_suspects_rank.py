@@ -150,6 +150,24 @@ def test_decoy_flag_switched_the_same_morning_ranks_below_setting_and_flag() -> 
     assert misses <= 1
 
 
+def test_two_flags_that_both_gate_the_culprit_name_each_other_and_neither_is_strong() -> None:
+    # A decoy switched before the culprit flag, with no culprit call in between: the culprit
+    # ran only while either held, and timing alone cannot say which one opened the way.
+    tied = 0
+    for seed in range(20):
+        _, groups = run(seed)
+        g = group(groups)
+        decoy, flag = find(g, DECOY_FLAG), find(g, CULPRIT_FLAG)
+        assert decoy is not None and flag is not None, seed
+        if "gates_alike" not in decoy.detail:
+            continue
+        tied += 1
+        for s, other in ((decoy, CULPRIT_FLAG), (flag, DECOY_FLAG)):
+            assert s.detail["gates_alike"] == [other], (seed, s.name, s.detail)
+            assert s.confidence != "strong" and f"as while {other} held" in s.evidence, (seed, s)
+    assert tied >= 3  # the family holds such decoys (half are switched before the flag, some linked)
+
+
 def test_two_crashes_only_are_weak() -> None:
     first = 0
     for seed in SEEDS:
