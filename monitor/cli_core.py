@@ -8,15 +8,16 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from monitor.cli import console, fail, load, open_store, parse_time
 from monitor.cli_options import CONFIG, STATE_DIR
-from monitor.config import resolve_state_dir
-from monitor.dumps_cli import crash_dumps, dump_json, dumps_table
 from monitor.errors import AsewatchError
-from monitor.store_types import CrashRow
+
+if TYPE_CHECKING:  # each command imports what it needs: `asewatch errorlog` loads no config models
+    from monitor.store_types import CrashRow
 
 
 def setup_logging(level: str) -> None:
@@ -54,6 +55,8 @@ def config_group() -> None:
 @click.argument("file", type=click.Path(path_type=Path))
 def config_check(file: Path) -> None:
     """Validate FILE; print what it configures, or every problem with file, key and reason."""
+    from monitor.config import resolve_state_dir  # noqa: PLC0415
+
     cfg = load(file, require_server=True)
     assert cfg is not None
     names = ", ".join(s.name for s in cfg.servers)
@@ -66,6 +69,7 @@ def config_check(file: Path) -> None:
 def agent_cmd(config_path: Path | None, state_dir: Path | None) -> None:
     """Run the agent beside the configured dataservers until SIGTERM or Ctrl-C."""
     from monitor.agent import Agent  # noqa: PLC0415
+    from monitor.config import resolve_state_dir  # noqa: PLC0415
 
     if config_path is None:
         fail("the agent needs a config: asewatch agent -c /etc/asewatch/asewatch.toml")
@@ -134,6 +138,7 @@ def crashes_cmd(config_path: Path | None, state_dir: Path | None, server: str | 
 def show_cmd(crash: str, config_path: Path | None, state_dir: Path | None, as_json: bool) -> None:
     """One crash in full: CRASH is its id (from `asewatch crashes`) or its key."""
     from monitor.codec import decode_event  # noqa: PLC0415
+    from monitor.dumps_cli import crash_dumps, dump_json, dumps_table  # noqa: PLC0415
     from monitor.events import CrashBlock  # noqa: PLC0415
     from monitor.logreport import crash_json  # noqa: PLC0415
     from monitor.suspects_agent import group_of, stored  # noqa: PLC0415

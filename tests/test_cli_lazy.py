@@ -55,6 +55,14 @@ def test_the_offline_suspects_command_is_found_without_the_ranking_or_the_config
     assert loaded == []
 
 
+def test_the_offline_errorlog_command_is_found_without_the_config_or_the_store() -> None:
+    loaded = _loaded_after(
+        "from monitor.cli import cli\nimport click\n"
+        "assert cli.get_command(click.Context(cli), 'errorlog') is not None"
+    )
+    assert loaded == []
+
+
 def test_every_command_in_the_table_resolves_to_itself() -> None:
     ctx = click.Context(cli)
     for name in COMMANDS:
