@@ -11,7 +11,6 @@ columns. Times are server local time without a zone. Every problem is an
 
 from __future__ import annotations
 
-import gzip
 import zlib
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -23,7 +22,7 @@ import pandas as pd
 
 from collectors.errorlog.lines import decode, parse_line
 from collectors.errorlog.parser import ErrorlogParser
-from collectors.errorlog.reader import parse_file
+from collectors.errorlog.reader import open_errorlog, parse_file
 from monitor.errors import InputError
 from monitor.eventkey import digest
 from monitor.events import CrashBlock, ErrorlogRecord, ServerBooted, ServerShutdown
@@ -356,9 +355,7 @@ def _uptime(records: Sequence[ErrorlogRecord], first: datetime | None, last_text
 def _first_time(path: Path) -> datetime | None:
     """The time of the first prefixed line in the first 64 KiB (plain or gzip), or None."""
     try:
-        with path.open("rb") as probe:
-            gz = probe.read(2) == b"\x1f\x8b"
-        with gzip.open(path, "rb") if gz else path.open("rb") as f:
+        with open_errorlog(path) as f:
             head = f.read(1 << 16)
     except (OSError, EOFError, zlib.error) as e:
         raise InputError(str(path), f"cannot read: {e}") from e

@@ -15,7 +15,8 @@ from monitor.events import ErrorlogRecord
 CHUNK = 4 << 20
 
 
-def _open(path: Path) -> IO[bytes]:
+def open_errorlog(path: Path) -> IO[bytes]:
+    """The file's bytes, gunzipped when it starts with the gzip magic. Raises OSError."""
     with path.open("rb") as probe:
         magic = probe.read(2)
     if magic == b"\x1f\x8b":
@@ -31,7 +32,7 @@ def parse_file(path: Path, parser: ErrorlogParser | None = None) -> Iterator[Err
     """
     p = parser or ErrorlogParser()
     try:
-        with _open(path) as f:
+        with open_errorlog(path) as f:
             while chunk := f.read(CHUNK):
                 yield from p.feed(chunk)
     except FileNotFoundError as e:
