@@ -173,7 +173,7 @@ def activity_candidates(act: Activity, g: Group, kind: str) -> list[Cand]:
                        "p": 1.0 if unseen else float(p[c])}  # fmt: skip
         a, b = float(cand.across["importance"]), 0.0
         if act.bg_total > 0 and cand.k_task and not unseen:
-            t_n = round(act.bg_total)
+            t_n = round(act.bg_total)  # estimated from sampled windows; exact counts may pass it
             b = _task_evidence(cand, min(bg.get(c, 0), t_n), t_n)
         if cand.k_block and (kind == "procedure" or n_s == 0):
             # A login/host/application in the crash block is evidence only with nothing to compare

@@ -106,9 +106,9 @@ def task_runs(
     r, w = rw.select(in_sample)
     spid, _, family = ids(r)
     session = _session(spid, family)
-    bg_total = pd.unique(session * win.start.size + w).size * raw_bg.size / sample.size
-    bg_runs = _bg_runs(win, rw, ids, proc, cand=cand, raw_bg=raw_bg, sampled=(r, w, session))
-    scale = raw_bg.size / sample.size  # as bg_total: a value never counts more pairs than all
+    scale = raw_bg.size / sample.size  # one scale for every estimate: none counts more pairs than all
+    bg_total = pd.unique(session * win.start.size + w).size * scale
+    bg_runs = _bg_runs(win, rw, ids, proc, cand=cand, raw_bg=raw_bg, sampled=(r, w, session), scale=scale)
     bg_ident = {
         a: _sampled_runs(codes[r], w, session, nwin=win.start.size, scale=scale)
         for a, codes in attrs.items()
@@ -132,11 +132,11 @@ def _sampled_runs(
 
 def _bg_runs(
     win: Windows, rw: RowWindows, ids: RowIds, proc: IntArray, *, cand: IntArray, raw_bg: IntArray,
-    sampled: tuple[IntArray, IntArray, IntArray],
+    sampled: tuple[IntArray, IntArray, IntArray], scale: float,
 ) -> dict[int, int]:  # fmt: skip
     """Background (session, window) runs per candidate procedure: exact for the candidates with the
     fewest rows (up to :data:`EXACT_ROWS` in all), from the sampled windows (``sampled``: their rows,
-    windows and sessions; scaled up) for the busy ones, where an estimate cannot change a score."""
+    windows and sessions; times ``scale``) for the busy ones, where an estimate cannot change a score."""
     if not cand.size:
         return {}
     nwin, top = win.start.size, int(proc.max(initial=0)) + 2
@@ -165,9 +165,6 @@ def _bg_runs(
         r, w, session = sampled
         lut = np.full(top, -1, dtype=np.int32)
         lut[cand[many]] = np.flatnonzero(many)
-        ci = lut[proc[r]]
-        ok = ci >= 0
-        keys = pd.unique((session[ok] * nwin + w[ok]) * cand.size + ci[ok])
-        n_sampled = np.unique(w).size if w.size else 1
-        counts += np.bincount(keys % cand.size, minlength=cand.size) * (raw_bg.size / n_sampled)
+        for i, n in _sampled_runs(lut[proc[r]], w, session, nwin=nwin, scale=scale).items():
+            counts[i] += n
     return {int(k): round(n) for k, n in zip(cand.tolist(), counts.tolist(), strict=True)}
