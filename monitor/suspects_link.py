@@ -21,6 +21,8 @@ PARALLEL_WEIGHT = 0.3
 CONJ_P = 0.05
 #: A link to a top procedure this strong is said in the evidence (and lets a state be strong).
 LINK_SHOWN = 0.1
+#: The gating link's words; :func:`tie_gates` adds the other states that gate alike to them.
+_HELD = "it ran only while this held"
 #: A clean revert counts when this many crashes were expected after it at the rate before it.
 REVERT_EXPECTED = 3.0
 
@@ -34,6 +36,7 @@ class _Split:
     clean: IntArray  # observed crash-free windows where it ran
     hours: npt.NDArray[np.float64]  # observed hours (those windows together)
     first_run: list[float]  # hours from entering the state to its first run there (nan: none)
+    alone: npt.NDArray[np.float64]  # window-level CBI Importance of each state on its own
 
 
 def _split(act: Activity, g: Group, code: int, tl: Timeline) -> _Split:
@@ -56,7 +59,11 @@ def _split(act: Activity, g: Group, code: int, tl: Timeline) -> _Split:
             entered = int(tl.times[seg[mine[0]] - 1])
             first_run[v] = max(int(act.anchor[mine[0]]) - max(entered, int(act.windows.start[0])), 0) / 3.6e12
     clean = np.bincount(state[bg & ran], minlength=len(values)).astype(np.int64)
-    return _Split(values, crashed.astype(np.int64), clean, hours.astype(np.float64), first_run)
+    alone = importance(
+        np.bincount(state[g.windows], minlength=len(values)), np.bincount(state[bg], minlength=len(values)),
+        g.num_f, pres.num_s,
+    )  # fmt: skip
+    return _Split(values, crashed.astype(np.int64), clean, hours.astype(np.float64), first_run, alone)
 
 
 def link(act: Activity, g: Group, cand: Cand, tl: Timeline, value: str) -> dict[str, float]:
@@ -108,7 +115,7 @@ def best_conjunction(act: Activity, g: Group, cand: Cand, tls: list[Timeline]) -
         # CBI's rule for a compound predicate: it must not fall below either part, the
         # procedure alone or the state alone (a procedure that merely ran while a crash-prone
         # state held says less than the state).
-        if imp[v] <= 0 or imp[v] < max(cand.a, _state_alone(act, g, tl)[v]):
+        if imp[v] <= 0 or imp[v] < max(cand.a, float(sp.alone[v])):
             continue
         f_x, s_x = int(f_v.sum()), int(s_v.sum())
         out_runs = f_x + s_x - int(f_v[v] + s_v[v])
@@ -141,19 +148,6 @@ def _clean_revert(e: StateEvidence) -> bool:
     if e.reverted_at is None or e.crashes_after_revert or e.rate.hours <= 0:
         return False
     return e.rate.events / e.rate.hours * e.hours_after_revert >= REVERT_EXPECTED
-
-
-def _state_alone(act: Activity, g: Group, tl: Timeline) -> npt.NDArray[np.float64]:
-    """Window-level CBI Importance of each state of ``tl`` on its own (indexed as ``_split``'s values)."""
-    pres = act.present["procedure"]
-    values = list(dict.fromkeys(tl.states))
-    seg_value = np.array([values.index(v) for v in tl.states], dtype=np.int64)
-    state = seg_value[tl.at(act.anchor)]
-    bg = act.windows.background & pres.observed
-    f = np.bincount(state[g.windows], minlength=len(values))
-    s = np.bincount(state[bg], minlength=len(values))
-    out: npt.NDArray[np.float64] = importance(f, s, g.num_f, pres.num_s)
-    return out
 
 
 def state_link(
@@ -208,7 +202,7 @@ def state_scored(
     proc = ldetail.get("procedure")
     if proc and lk >= LINK_SHOWN:
         trig = float(ldetail["trigger"]) >= float(ldetail["gating"])  # type: ignore[arg-type]
-        how = "it crashed only under this value" if trig else "it ran only while this held"
+        how = "it crashed only under this value" if trig else _HELD
         more.append(f"linked to {proc}: {how}")
     if ldetail.get("parallel_workers"):
         need = f", which need {e.name} above 1" if ldetail.get("parallel_needed") else ""
@@ -238,11 +232,9 @@ def tie_gates(scored: list[Scored]) -> list[Scored]:
             continue
         for i in members:
             sc = out[i]
-            others = " and ".join(sorted(scored[j].name for j in members if j != i))
-            text = sc.evidence.replace(
-                "it ran only while this held", f"it ran only while this held, as while {others} held"
-            )
-            detail = {**sc.detail, "gates_alike": sorted(scored[j].name for j in members if j != i)}
+            alike = sorted(scored[j].name for j in members if j != i)
+            text = sc.evidence.replace(_HELD, f"{_HELD}, as while {' and '.join(alike)} held")
+            detail = {**sc.detail, "gates_alike": alike}
             conf = "moderate" if sc.confidence == "strong" else sc.confidence
             out[i] = Scored(sc.kind, sc.name, sc.score, conf, text, detail)
     return out
