@@ -194,13 +194,12 @@ def test_the_incident_flag_switch_and_upgrade_through_freetds(tmp_path: Path, st
 
     # The operator records the deployment; `asewatch changes --json` shows the whole story.
     store.append(Batch(events=[(SERVER, e) for e in [*before, *after, *logged]]))
-    group = cli
     state = str(store.path.parent)
     when = datetime.fromtimestamp(deployed.time).isoformat()
     runner = CliRunner()
-    add = runner.invoke(group, ["change", "add", "IMX 7.1.0", "--at", when, "--by", "imx_deploy", "--server", SERVER, "--state-dir", state])  # fmt: skip
+    add = runner.invoke(cli, ["change", "add", "IMX 7.1.0", "--at", when, "--by", "imx_deploy", "--server", SERVER, "--state-dir", state])  # fmt: skip
     assert add.exit_code == 0, add.output
-    out = runner.invoke(group, ["changes", "--json", "--state-dir", state])
+    out = runner.invoke(cli, ["changes", "--json", "--state-dir", state])
     assert out.exit_code == 0, out.output
     doc = json.loads(out.output)
     kinds = [d["kind"] for d in doc]

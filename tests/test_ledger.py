@@ -9,7 +9,6 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import click
 import pandas as pd
 import pytest
 from click.testing import CliRunner
@@ -366,10 +365,6 @@ def test_the_incident_reads_as_one_change_list(store: Store) -> None:
 # --------------------------------------------------------------------------- CLI on a real store
 
 
-def cli() -> click.Group:
-    return asewatch_cli
-
-
 def test_change_add_then_changes(tmp_path: Path) -> None:
     state = str(tmp_path / "state")
     runner = CliRunner()
@@ -384,27 +379,27 @@ def test_change_add_then_changes(tmp_path: Path) -> None:
         "--state-dir",
         state,
     ]
-    first = runner.invoke(cli(), [*args, "--server", "CLINIC1"])
+    first = runner.invoke(asewatch_cli, [*args, "--server", "CLINIC1"])
     assert first.exit_code == 0 and first.output.startswith(
         "recorded: deployment 'IMX 7.1.0' at 2026-11-26 08:00:00"
     )
-    again = runner.invoke(cli(), [*args, "--server", "CLINIC1"])
+    again = runner.invoke(asewatch_cli, [*args, "--server", "CLINIC1"])
     assert again.exit_code == 0 and again.output.startswith("already recorded")
     everyone = runner.invoke(
-        cli(), ["change", "add", "IMX 7.1.1", "--at", "2026-11-27 08:00", "--state-dir", state]
+        asewatch_cli, ["change", "add", "IMX 7.1.1", "--at", "2026-11-27 08:00", "--state-dir", state]
     )
     assert everyone.exit_code == 0 and everyone.output.rstrip().endswith(
         "(CLINIC1)"
     )  # the servers the store knows
-    out = runner.invoke(cli(), ["changes", "--json", "--state-dir", state])
+    out = runner.invoke(asewatch_cli, ["changes", "--json", "--state-dir", state])
     doc = json.loads(out.output)
     assert [(d["time"], d["server"], d["what"], d["source"]) for d in doc] == [
         ("2026-11-26T08:00:00", "CLINIC1", "IMX 7.1.0", "cli"), ("2026-11-27T08:00:00", "CLINIC1", "IMX 7.1.1", "cli"),
     ]  # fmt: skip
     assert doc[1]["by"]  # the user who ran it
-    since = runner.invoke(cli(), ["changes", "--json", "--since", "2026-11-27", "--state-dir", state])
+    since = runner.invoke(asewatch_cli, ["changes", "--json", "--since", "2026-11-27", "--state-dir", state])
     assert [d["what"] for d in json.loads(since.output)] == ["IMX 7.1.1"]
-    table = runner.invoke(cli(), ["changes", "--state-dir", state])
+    table = runner.invoke(asewatch_cli, ["changes", "--state-dir", state])
     assert table.exit_code == 0 and "IMX 7.1.0" in table.output and "imx_deploy" in table.output
 
 
@@ -413,23 +408,27 @@ def test_change_add_concerns_every_configured_server_by_default(tmp_path: Path) 
     cfg.write_text('[[server]]\nname = "CLINIC1"\n\n[[server]]\nname = "RO1"\n')
     state = str(tmp_path / "state")
     runner = CliRunner()
-    out = runner.invoke(cli(), ["change", "add", "IMX 7.1.0", "--at", "2026-11-26 08:00", "-c", str(cfg), "--state-dir", state])  # fmt: skip
+    out = runner.invoke(asewatch_cli, ["change", "add", "IMX 7.1.0", "--at", "2026-11-26 08:00", "-c", str(cfg), "--state-dir", state])  # fmt: skip
     assert out.exit_code == 0 and out.output.rstrip().endswith("(CLINIC1, RO1)")
     doc = json.loads(
-        runner.invoke(cli(), ["changes", "--json", "--server", "RO1", "--state-dir", state]).output
+        runner.invoke(asewatch_cli, ["changes", "--json", "--server", "RO1", "--state-dir", state]).output
     )
     assert [(d["server"], d["what"]) for d in doc] == [("RO1", "IMX 7.1.0")]
 
 
 def test_cli_errors_are_one_line_and_exit_2(tmp_path: Path) -> None:
     runner = CliRunner()
-    missing = runner.invoke(cli(), ["changes", "--state-dir", str(tmp_path / "none")])
+    missing = runner.invoke(asewatch_cli, ["changes", "--state-dir", str(tmp_path / "none")])
     assert missing.exit_code == 2 and "no asewatch store" in missing.output
-    bad = runner.invoke(cli(), ["change", "add", "X", "--at", "yesterday", "--state-dir", str(tmp_path)])
+    bad = runner.invoke(
+        asewatch_cli, ["change", "add", "X", "--at", "yesterday", "--state-dir", str(tmp_path)]
+    )
     assert bad.exit_code == 2 and "--at 'yesterday': not a time" in bad.output
-    parquet = runner.invoke(cli(), ["export", "changes", "--format", "parquet", "--state-dir", str(tmp_path)])
+    parquet = runner.invoke(
+        asewatch_cli, ["export", "changes", "--format", "parquet", "--state-dir", str(tmp_path)]
+    )
     assert parquet.exit_code == 2 and "needs --output" in parquet.output
-    nobody = runner.invoke(cli(), ["change", "add", "X", "--state-dir", str(tmp_path / "empty")])
+    nobody = runner.invoke(asewatch_cli, ["change", "add", "X", "--state-dir", str(tmp_path / "empty")])
     assert nobody.exit_code == 2 and "--server NAME" in nobody.output
 
 
@@ -438,14 +437,14 @@ def test_export_csv_and_parquet_have_the_documented_columns(store: Store, tmp_pa
     put(store, changed_by(60, "max parallel degree", "1", "4"))
     state = str(store.path.parent)
     runner = CliRunner()
-    csv_out = runner.invoke(cli(), ["export", "changes", "--state-dir", state])
+    csv_out = runner.invoke(asewatch_cli, ["export", "changes", "--state-dir", state])
     assert csv_out.exit_code == 0
     lines = csv_out.output.splitlines()
     assert lines[0] == "time,server,kind,what,old,new,by,source"
     assert lines[2] == "2026-11-26 08:01:00,CLINIC1,config,max parallel degree,1,4,sa,errorlog"
     target = tmp_path / "changes.parquet"
     pq = runner.invoke(
-        cli(), ["export", "changes", "--format", "parquet", "-o", str(target), "--state-dir", state]
+        asewatch_cli, ["export", "changes", "--format", "parquet", "-o", str(target), "--state-dir", state]
     )
     assert pq.exit_code == 0, pq.output
     frame = pd.read_parquet(target)
