@@ -160,7 +160,7 @@ def export_activity_cmd(
 
     if fmt == "parquet" and output is None and sys.stdout.isatty():
         fail("Parquet is binary: pass -o FILE (or redirect stdout)")
-    lo, hi = parse_time(since), parse_time(until)
+    lo, hi = parse_time(since), parse_time(until, "--until")
     with open_store(state_dir, load(config_path)) as store, store.reader() as r:
         frame = activity_frame(
             r,

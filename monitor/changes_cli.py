@@ -27,17 +27,15 @@ import getpass
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import NoReturn
 
 import click
 
 from monitor import readmodel
+from monitor.cli import fail, load, open_store, parse_time
 from monitor.cli_options import CONFIG, STATE_DIR
-from monitor.config import Config, load_config, resolve_state_dir
-from monitor.errors import ConfigError
 from monitor.events_changes import Deployment
 from monitor.ledger import COLUMNS, LedgerRow, ledger, rows_json
-from monitor.store import Batch, Store
+from monitor.store import Batch
 
 _KINDS = ("deployment", "version", "config", "flag", "procedures", "procedure", "dump conditions")
 
@@ -48,40 +46,10 @@ KIND = click.option(
 )
 
 
-def _fail(message: str) -> NoReturn:
-    click.echo(f"asewatch: error: {message}", err=True)
-    raise SystemExit(2)
-
-
-def _time(option: str, value: str) -> datetime:
-    """A local time from the command line (ISO 8601; an offset is converted to local time)."""
-    try:
-        t = datetime.fromisoformat(value.strip())
-    except ValueError:
-        _fail(f"{option} {value!r}: not a time; use ISO 8601 like 2026-11-26T08:00 or 2026-11-26 08:00:05")
-    return t.astimezone().replace(tzinfo=None) if t.tzinfo else t
-
-
-def _config(path: Path | None) -> Config | None:
-    if path is None:
-        return None
-    try:
-        return load_config(path, require_server=False)
-    except ConfigError as e:
-        _fail(str(e))
-
-
-def _store(state_dir: Path | None, config: Config | None, *, create: bool = False) -> Store:
-    path = resolve_state_dir(state_dir, config)
-    if not create and not (path / "asewatch.db").exists():
-        _fail(f"no asewatch store in {path} (start the agent, or pass --state-dir)")
-    return Store.open(path)
-
-
 def _rows(state_dir: Path | None, config_path: Path | None, since: str | None, server: str | None,
           kinds: tuple[str, ...]) -> list[LedgerRow]:  # fmt: skip
-    since_t = _time("--since", since) if since else None
-    with _store(state_dir, _config(config_path)) as store, store.reader() as r:
+    since_t = parse_time(since, "--since")
+    with open_store(state_dir, load(config_path)) as store, store.reader() as r:
         return ledger(r, since=since_t, server=server, kinds=kinds or None)
 
 
@@ -117,19 +85,19 @@ def change_add_cmd(
     Recording the same NAME at the same time again changes nothing.
     """
     if not name.strip():
-        _fail("NAME is empty; give the release, e.g. asewatch change add 'IMX 7.1.0'")
-    cfg = _config(config_path)
-    when = _time("--at", at).timestamp() if at else datetime.now().timestamp()
+        fail("NAME is empty; give the release, e.g. asewatch change add 'IMX 7.1.0'")
+    cfg = load(config_path)
+    when = (parse_time(at, "--at") or datetime.now()).timestamp()
     who = by if by is not None else getpass.getuser()
     event = Deployment(when, name.strip(), who, "cli")
-    with _store(state_dir, cfg, create=True) as store:
+    with open_store(state_dir, cfg, create=True) as store:
         if not servers and cfg is not None:
             servers = tuple(s.name for s in cfg.servers)
         if not servers:
             with store.reader() as r:
                 servers = tuple(readmodel.servers(r))
         if not servers:
-            _fail("no server is configured or known to the store; name it: --server NAME")
+            fail("no server is configured or known to the store; name it: --server NAME")
         new = store.append(Batch(events=[(s, event) for s in servers]))
     stamp = datetime.fromtimestamp(when).isoformat(sep=" ", timespec="seconds")
     state = "recorded" if new else "already recorded"
@@ -188,7 +156,7 @@ def export_changes_cmd(*, config_path: Path | None, state_dir: Path | None, sinc
     time is local time (a timestamp column in Parquet, YYYY-MM-DD HH:MM:SS in CSV); empty values are nulls.
     """
     if fmt == "parquet" and output is None:
-        _fail("--format parquet needs --output FILE (Parquet is binary)")
+        fail("--format parquet needs --output FILE (Parquet is binary)")
     rows = _rows(state_dir, config_path, since, server, kinds)
     import pandas as pd  # noqa: PLC0415 - heavy; only this command needs it
 
@@ -202,6 +170,6 @@ def export_changes_cmd(*, config_path: Path | None, state_dir: Path | None, sinc
         else:
             frame.to_csv(output, index=False)
     except OSError as e:
-        _fail(f"{output}: cannot write: {e.strerror or e}")
+        fail(f"{output}: cannot write: {e.strerror or e}")
     if output is not None:
         click.echo(f"{len(rows)} change(s) written to {output}", err=True)

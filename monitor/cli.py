@@ -53,14 +53,17 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise SystemExit(code)
 
 
-def parse_time(value: str | None) -> datetime | None:
-    """A local time from the command line: ``2020-01-27``, ``2020-01-27T12:00`` or ``2020-01-27 12:00:05``."""
+def parse_time(value: str | None, option: str = "--since") -> datetime | None:
+    """A local time from the command line: ``2020-01-27``, ``2020-01-27T12:00`` or
+    ``2020-01-27 12:00:05``; one with an offset is converted to local time. Exits 2 naming
+    ``option`` when it is not a time."""
     if value is None:
         return None
     try:
-        return datetime.fromisoformat(value.strip())
+        t = datetime.fromisoformat(value.strip())
     except ValueError:
-        fail(f"--since {value!r}: not a time; use ISO 8601 like 2020-01-27 or 2020-01-27T12:00:00")
+        fail(f"{option} {value!r}: not a time; use ISO 8601 like 2026-11-26T08:00 or 2026-11-26 08:00:05")
+    return t.astimezone().replace(tzinfo=None) if t.tzinfo else t
 
 
 def console() -> Console:
@@ -83,13 +86,14 @@ def load(config_path: Path | None, *, require_server: bool = False) -> Config | 
         fail(str(e))
 
 
-def open_store(state_dir: Path | None, config: Config | None) -> Store:
-    """The store of ``state_dir`` (else the config's, else the per-user one); exits 2 when none."""
+def open_store(state_dir: Path | None, config: Config | None, *, create: bool = False) -> Store:
+    """The store of ``state_dir`` (else the config's, else the per-user one); exits 2 when
+    there is none, unless ``create``."""
     from monitor.config import resolve_state_dir  # noqa: PLC0415 - see module doc
     from monitor.store import Store  # noqa: PLC0415
 
     path = resolve_state_dir(state_dir, config)
-    if not (path / "asewatch.db").exists():
+    if not create and not (path / "asewatch.db").exists():
         fail(f"no asewatch store in {path} (start the agent, or pass --state-dir)")
     return Store.open(path)
 
