@@ -27,6 +27,7 @@ from monitor.errors import InputError
 from monitor.eventkey import digest
 from monitor.events import CrashBlock, ErrorlogRecord, ServerBooted, ServerShutdown
 from monitor.suspects import SuspectInputs
+from monitor.suspects_uptime import logged_runs
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -333,23 +334,13 @@ def _uptime(records: Sequence[ErrorlogRecord], first: datetime | None, last_text
     )
     if not says or first is None:
         return []
-    spans: list[_Span] = []
-    ordered = sorted(records, key=lambda r: r.time)  # a held crash block is emitted late
     # A log opens on a running server (mid-run), unless it opens with a start-up: then the
     # boot decides (a failed one never ran).
-    opens_with_boot = isinstance(ordered[0], ServerBooted) and ordered[0].time <= first
-    up: datetime | None = None if opens_with_boot else first
-    for r in ordered:
-        down = isinstance(r, ServerShutdown) or (isinstance(r, CrashBlock) and r.server_terminated)
-        if up is not None and (down or (isinstance(r, ServerBooted) and not r.failed)):
-            spans.append((up, r.time))  # a boot while up: the stop left no lines
-            up = None
-        if isinstance(r, ServerBooted) and not r.failed:
-            up = r.time
+    opener = min(records, key=lambda r: r.time)
+    opens_with_boot = isinstance(opener, ServerBooted) and opener.time <= first
     last = datetime.fromisoformat(last_text) if last_text else None
-    if up is not None and last is not None:
-        spans.append((up, last))
-    return [(s, e) for s, e in spans if e > s]
+    runs = logged_runs(records, up_at=None if opens_with_boot else first, last=last)
+    return [(s, e) for s, e in runs if e is not None]
 
 
 def _first_time(path: Path) -> datetime | None:

@@ -30,11 +30,12 @@ import pandas as pd
 
 from collectors.errorlog.lines import exec_procedure
 from monitor.errors import InputError
-from monitor.events import ProcessExited, ProcessStarted, ServerBooted, ServerShutdown
+from monitor.events import CrashBlock, ProcessExited, ProcessStarted, ServerBooted, ServerShutdown
 from monitor.ledger import ledger
 from monitor.readmodel import servers as store_servers
 from monitor.store_reader import StoreReader
 from monitor.suspects import SuspectInputs
+from monitor.suspects_uptime import logged_runs
 
 #: The change ledger's kinds, as the ranking names them (dump conditions are not states;
 #: ``procedures`` rows summarise the ``procedure`` rows beside them).
@@ -245,16 +246,7 @@ def _uptime(r: StoreReader, server: str) -> pd.DataFrame | None:
 
 
 def _logged_uptime(r: StoreReader, server: str) -> pd.DataFrame:
-    """Boot (not failed) to the next stop, from the errorlog's events."""
-    boots: list[datetime | None] = []
-    stops: list[datetime | None] = []
-    for se in r.events(kinds=(ServerBooted, ServerShutdown), server=server):
-        e = se.event
-        if isinstance(e, ServerBooted) and not e.failed:
-            if stops and stops[-1] is None:
-                stops[-1] = e.time  # no stop logged before this boot (the parser dates unclean ones)
-            boots.append(e.time)
-            stops.append(None)
-        elif isinstance(e, ServerShutdown) and stops and stops[-1] is None:
-            stops[-1] = e.time
-    return pd.DataFrame({"start": _naive(boots), "end": _naive(stops)})
+    """The errorlog's runs of the server (boot to stop or fatal crash); an open end is NaT."""
+    events = (se.event for se in r.events(kinds=(ServerBooted, ServerShutdown, CrashBlock), server=server))
+    runs = logged_runs(e for e in events if isinstance(e, ServerBooted | ServerShutdown | CrashBlock))
+    return pd.DataFrame({"start": _naive([s for s, _ in runs]), "end": _naive([e for _, e in runs])})
