@@ -29,6 +29,7 @@ from monitor.store import Batch, Store
 from monitor.store_types import CrashRow
 from monitor.suspects_cli import suspects_cmd
 from monitor.suspects_store import store_inputs
+from tests import test_flightrec
 from tests.test_flightrec import CRASH, T0, Clock, incident, record, sample, session, stmt
 
 pytestmark = pytest.mark.unit
@@ -55,16 +56,9 @@ def crash_row(
                     kpid=kpid, family=family, sql="select b.brev_id from brev b where b.avd_id = ?")  # fmt: skip
 
 
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def store(tmp_path: Path, clock: Clock) -> Store:
-    s = Store(tmp_path / "state" / "asewatch.db", clock=clock)
-    yield s
-    s.close()
+# The flight recorder tests' fixtures: a store on a settable clock.
+clock = test_flightrec.clock
+store = test_flightrec.store
 
 
 @pytest.fixture
